@@ -21,11 +21,11 @@ from pathlib import Path
 import platformdirs
 import torch
 
-from .data.datadir import DataDir
+from .data.datadir import DataDir, load_quora
 from .data.plays import read_plays
 from .data.quora import split_pairs
-from .data.datadir import load_quora
-from .errors import DataError, UsageError
+from .errors import UsageError
+from .schedule import cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ SPECS: dict[str, BackboneSpec] = {
                          block_size=64, batch_size=8, tokens=40_000, lr=3e-3, warmup_steps=5,
                          tokenizer_chars=1_500_000),
     # the quick study's model: about 10 minutes on a 2-core CPU
-    "mini": BackboneSpec(vocab_size=8192, n_layer=6, n_embd=256, n_head=4, n_positions=512,
-                         block_size=256, batch_size=8, tokens=1_100_000, lr=2e-3, warmup_steps=30,
+    "mini": BackboneSpec(vocab_size=8192, n_layer=4, n_embd=256, n_head=4, n_positions=512,
+                         block_size=256, batch_size=8, tokens=1_500_000, lr=2e-3, warmup_steps=30,
                          tokenizer_chars=0),
     # GPT-2 124M shape; for a GPU
     "small": BackboneSpec(vocab_size=50257, n_layer=12, n_embd=768, n_head=12, n_positions=1024,
@@ -165,14 +165,6 @@ def encode_docs(tokenizer, docs: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
-    """Linear warmup to peak, then cosine decay to floor·peak at step total."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 @torch.no_grad()
 def stream_loss(model, ids: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
     """Mean next-token loss over consecutive non-overlapping blocks of an id stream."""
@@ -231,6 +223,8 @@ def build_backbone(size: str, data_root: Path, out: Path | None = None, seed: in
     spec, data = SPECS[size], DataDir(Path(data_root))
     key = build_key(size, data, seed)
     target = out or cache_root() / f"{size}-{key}"
+    if target.exists() and any(target.iterdir()) and not (target / "card.json").exists():
+        raise UsageError(f"{target} exists and is not an sftdpo backbone folder; pass a new or empty --out")
     if (target / "card.json").exists() and not force:
         card = json.loads((target / "card.json").read_text())
         if card.get("build_key") == key:

@@ -23,21 +23,46 @@ def pad(seqs: Sequence[Sequence[int]], pad_value: int, side: str = "right") -> t
     return out
 
 
+def left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, position_ids (B, T), left-padded so every row ends at T-1.
+
+    Left padding aligns the rows' ends, so the logits a loss needs are the last few positions
+    of every row (see `logits_to_keep`); position ids count real tokens only, so a padded
+    row computes exactly what the unpadded sequence would.
+    """
+    mask = pad([[1] * len(s) for s in seqs], 0, side="left")
+    return {"input_ids": pad(seqs, pad_id, side="left"), "attention_mask": mask,
+            "position_ids": (mask.cumsum(dim=1) - 1).clamp(min=0)}
+
+
 def prompt_completion_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                             pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask, labels (B, T) for prompt+completion; loss only on the completion.
+    """input_ids, attention_mask, position_ids, labels (B, T) for prompt+completion, left-padded;
+    loss only on the completion (labels IGNORE_INDEX on prompt and padding).
 
     Prompt and completion are tokenized separately and concatenated as ids, never re-tokenized
     as one string (enc(a + b) != enc(a) + enc(b) at the boundary).
     """
     seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
     labels = [[IGNORE_INDEX] * len(p) + list(c) for p, c in zip(prompts, completions)]
-    input_ids = pad(seqs, pad_id)
-    return {"input_ids": input_ids,
-            "attention_mask": pad([[1] * len(s) for s in seqs], 0),
-            "labels": pad(labels, IGNORE_INDEX)}
+    return {**left_padded(seqs, pad_id), "labels": pad(labels, IGNORE_INDEX, side="left")}
 
 
-def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the last real token of each right-padded row."""
-    return attention_mask.sum(dim=1) - 1
+def logits_to_keep(labels: torch.Tensor) -> int:
+    """How many final positions of a left-padded batch carry logits that some label needs.
+
+    The label at position t is predicted by the logits at t-1, so this is T - first + 1 for the
+    first labelled position over the batch; computing only these logits skips the LM head
+    (vocab-sized) on prompt positions.
+    """
+    labelled = (labels != IGNORE_INDEX).any(dim=0)
+    if not labelled.any():
+        return 1
+    first = int(labelled.float().argmax())
+    return labels.shape[1] - first + 1
+
+
+def model_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: int = 0) -> torch.Tensor:
+    """(B, K, V) logits of the last `keep` positions of a left-padded batch (0 = all positions)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 position_ids=batch["position_ids"], logits_to_keep=keep).logits

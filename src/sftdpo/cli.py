@@ -71,24 +71,158 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_backbone_build)
 
-    ev = sub.add_parser("eval", help="metrics of a model on a task",
-                        description="Evaluate a model on the paraphrase and/or sonnet task.")
+    _add_train_parser(sub)
+    ev = sub.add_parser("eval", help="metrics of a trained run, or of any model, on a task",
+                        description="Evaluate a trained run (--run) or a model (--model) on the paraphrase "
+                                    "and/or sonnet task.")
+    ev.add_argument("--run", metavar="RUN_DIR", help="a run directory written by `sftdpo train`")
     ev.add_argument("--model", default="builtin:mini",
-                    help="builtin:tiny|mini|small, a local Hugging Face folder, or a hub name such as gpt2 "
-                         "(default: builtin:mini)")
+                    help="without --run: builtin:tiny|mini|small, a local Hugging Face folder, or a hub name "
+                         "such as gpt2 (default: builtin:mini)")
     ev.add_argument("--task", choices=["paraphrase", "sonnet", "all"], default="all", help="default: all")
     ev.add_argument("--split", choices=["dev", "test"], default="test", help="default: test")
     ev.add_argument("--eval-file", metavar="FILE", help="paraphrase: evaluate on this TSV/CSV instead")
     ev.add_argument("--prompts", metavar="FILE", help="sonnet: held-out prompt file (first 3 lines)")
     ev.add_argument("--references", metavar="FILE", help="sonnet: the true sonnets of --prompts")
     ev.add_argument("--samples", type=int, default=1, help="sonnet: sampling rounds averaged (default 1)")
-    ev.add_argument("--seed", type=int, default=11711, help="sampling seed (default 11711)")
+    ev.add_argument("--seed", type=int, default=11711, help="sampling seed (default 11711; a run uses its own)")
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="allow a hub model's own Python code (off by default; only for models you trust)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_dir(ev)
     ev.set_defaults(func=cmd_eval)
+
+    gen = sub.add_parser("generate", help="sonnet continuations of a trained run",
+                         description="Continue each sonnet prompt (first lines, as in sonnets_held_out*.txt) "
+                                     "with the run's model and the study's sampling settings.")
+    gen.add_argument("--run", metavar="RUN_DIR", required=True, help="a sonnet run directory")
+    gen.add_argument("--prompts", metavar="FILE", required=True, help="prompt file: numbered blocks of lines")
+    gen.add_argument("--out", metavar="FILE", help="write the sonnets here (default: print them)")
+    gen.add_argument("--seed", type=int, help="sampling seed (default: the run's)")
+    _add_data_dir(gen)
+    gen.set_defaults(func=cmd_generate)
     return parser
+
+
+# (flag, config path, type, help) for `sftdpo train`; names follow TRL where they mean the same
+TRAIN_OPTIONS = [
+    ("--seed", "seed", int, "seed of data order, initialisation, dropout, sampling (default 11711)"),
+    ("--epochs", "sft.epochs", int, "SFT epochs (TRL num_train_epochs)"),
+    ("--lr", "sft.lr", float, "SFT peak learning rate (TRL learning_rate)"),
+    ("--batch-size", "sft.batch_size", int, "SFT examples per micro-batch, all processes together"),
+    ("--grad-accum", "sft.grad_accum", int, "micro-batches per optimizer step (TRL gradient_accumulation_steps)"),
+    ("--warmup-ratio", "sft.warmup_ratio", float, "fraction of SFT steps warming up (TRL warmup_ratio)"),
+    ("--weight-decay", "sft.weight_decay", float, "AdamW weight decay"),
+    ("--max-grad-norm", "sft.max_grad_norm", float, "gradient clipping norm (0 = off)"),
+    ("--handoff-epoch", "handoff_epoch", int, "sft-dpo: SFT epochs before DPO starts (default: all)"),
+    ("--dpo-epochs", "dpo_optim.epochs", int, "DPO epochs"),
+    ("--dpo-lr", "dpo_optim.lr", float, "DPO peak learning rate"),
+    ("--dpo-batch-size", "dpo_optim.batch_size", int, "DPO pairs per micro-batch"),
+    ("--beta", "dpo.beta", float, "DPO beta: strength of the anchor to the reference (default 0.1)"),
+    ("--loss", "dpo.loss_type", str, "DPO loss: sigmoid | ipo | hinge (TRL loss_type)"),
+    ("--label-smoothing", "dpo.label_smoothing", float, "conservative DPO: label-flip probability"),
+    ("--rpo-alpha", "dpo.rpo_alpha", float, "weight of an NLL term on the chosen answer (RPO)"),
+    ("--lora-rank", "lora.r", int, "LoRA rank r (TRL/peft lora_r)"),
+    ("--lora-alpha", "lora.alpha", float, "LoRA alpha (updates scaled by alpha/r)"),
+    ("--lora-dropout", "lora.dropout", float, "LoRA dropout"),
+    ("--lora-targets", "lora.targets", str, "comma-separated module names (GPT-2: c_attn,c_proj,c_fc)"),
+    ("--pairs", "pairs.construction", str, "sonnet DPO pairs: sampled | shuffled | many-per-prompt | windows"),
+    ("--pairs-k", "pairs.k", int, "rejections per prompt for many-per-prompt"),
+    ("--train-size", "data.train_size", float, "training examples: fraction in (0, 1] or a count"),
+    ("--dev-size", "data.dev_size", int, "dev pairs for the per-epoch curve (0 = all)"),
+    ("--max-length", "data.max_length", int, "longest training sequence in tokens"),
+    ("--eval-samples", "data.eval_samples", int, "sonnet: sampling rounds for the final chrF"),
+]
+
+
+def _add_train_parser(sub) -> None:
+    tr = sub.add_parser("train", help="train one run: a task x regime x fft/lora",
+                        description="Train a run and evaluate it. Defaults come from the task's preset "
+                                    "(src/sftdpo/presets/train.yaml), then --config, then the options below.")
+    tr.add_argument("--task", choices=["paraphrase", "sonnet"], required=True)
+    tr.add_argument("--regime", choices=["sft", "dpo", "sft-dpo"], required=True)
+    tr.add_argument("--params", choices=["fft", "lora"], default="fft", help="default: fft")
+    tr.add_argument("--model", help="builtin:tiny|mini|small, a local HF folder, or a hub name "
+                                    "(default: builtin:mini)")
+    tr.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/TASK-REGIME-PARAMS-sSEED)")
+    tr.add_argument("--config", metavar="FILE", help="YAML file of config values (see config.yaml of any run)")
+    tr.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    tr.add_argument("--both-orders", action="store_true", default=None,
+                    help="paraphrase: also train on (q2, q1) for every pair")
+    tr.add_argument("--no-precompute-ref", action="store_true",
+                    help="DPO: run the reference every step instead of precomputing its log-probs")
+    tr.add_argument("--trust-remote-code", action="store_true", default=None,
+                    help="allow a hub model's own code (only for models you trust)")
+    tr.add_argument("--save-every", type=int, default=50, metavar="STEPS",
+                    help="save a resumable state every STEPS optimizer steps (default 50; 0: epoch ends only)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any config value, e.g. --set dpo.beta=0.5 (repeatable)")
+    for flag, _, typ, text in TRAIN_OPTIONS:
+        tr.add_argument(flag, type=typ, help=text)
+    _add_data_dir(tr)
+    tr.set_defaults(func=cmd_train)
+
+
+def train_config_from_args(args):
+    """The TrainConfig of `sftdpo train` options: preset <- --config <- flags <- --set."""
+    from .config import load_config, set_path
+
+    tree: dict = {"task": args.task, "regime": args.regime, "params": args.params}
+    if args.model:
+        tree["model"] = args.model
+    if args.both_orders:
+        tree = set_path(tree, ["data", "both_orders"], True)
+    if args.no_precompute_ref:
+        tree = set_path(tree, ["dpo", "precompute_ref_log_probs"], False)
+    if args.trust_remote_code:
+        tree["trust_remote_code"] = True
+    for flag, path, _, _ in TRAIN_OPTIONS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            tree = set_path(tree, path.split("."), value)
+    return load_config(Path(args.config) if args.config else None, tree, args.set)
+
+
+def cmd_train(args) -> int:
+    from .data.datadir import resolve_data_dir
+    from .regimes import train
+
+    cfg = train_config_from_args(args)
+    out = Path(args.out or f"runs/{cfg.task}-{cfg.regime}-{cfg.params}-s{cfg.seed}")
+    metrics = train(cfg, out, resolve_data_dir(args.data_dir), resume=args.resume, progress=not args.quiet,
+                    save_every=args.save_every)
+    split = "test"
+    shown = {k: v for k, v in metrics[split].items() if isinstance(v, float)}
+    print(f"{cfg.task} {cfg.regime} {cfg.params}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    print(f"train {metrics['train_seconds']:.1f} s, {metrics['trainable_params']:,} trainable parameters "
+          f"({metrics['trainable_fraction']:.2%}), peak memory {metrics['peak_memory_mb']:.0f} MiB -> {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .config import TrainConfig, from_dict, read_yaml
+    from .data.datadir import resolve_data_dir
+    from .data.sonnets import read_sonnets
+    from .evaluate import make_task
+    from .models import load_model_and_tokenizer
+
+    run = Path(args.run)
+    if not (run / "checkpoint" / "config.json").exists():
+        raise _usage(f"{run} has no checkpoint; pass the --out of a finished `sftdpo train`")
+    cfg = from_dict(TrainConfig, read_yaml(run / "config.yaml"))
+    model, tokenizer = load_model_and_tokenizer(str(run / "checkpoint"))
+    task = make_task("sonnet", resolve_data_dir(args.data_dir), tokenizer)
+    prompts = read_sonnets(Path(args.prompts))
+    texts = task.generate(model, [p.text for p in prompts], seed=cfg.seed if args.seed is None else args.seed)
+    body = "".join(f"{p.number}\n{t}\n\n" for p, t in zip(prompts, texts))
+    if args.out:
+        from .io import atomic_write_text
+
+        atomic_write_text(Path(args.out), body)
+        print(f"{len(texts)} sonnets -> {args.out}")
+    else:
+        print(body, end="")
+    return 0
 
 
 def cmd_data_check(args) -> int:
@@ -128,6 +262,17 @@ def cmd_eval(args) -> int:
 
     if args.samples < 1:
         raise _usage("--samples must be at least 1")
+    if args.run:
+        from .evaluate import evaluate_run
+
+        result = evaluate_run(Path(args.run), resolve_data_dir(args.data_dir), args.split,
+                              eval_file=args.eval_file, prompts=args.prompts, references=args.references,
+                              samples=args.samples)
+        if args.json:
+            print(json.dumps(result[args.split]))
+        else:
+            print(f"{args.split}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in result[args.split].items()))
+        return 0
     tasks = ["paraphrase", "sonnet"] if args.task == "all" else [args.task]
     results = evaluate_model(args.model, resolve_data_dir(args.data_dir), tasks, split=args.split,
                              seed=args.seed, samples=args.samples, eval_file=args.eval_file,

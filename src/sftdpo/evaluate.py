@@ -44,3 +44,44 @@ def evaluate_model(model_ref: str, data_root: Path, tasks: list[str], split: str
         results[name] = evaluate_task(task, model, split, seed, samples)
         log.info("%s %s: %s", name, split, results[name])
     return results
+
+
+def evaluate_checkpoint(model_dir: Path, cfg, data_root: Path, run_dir: Path | None = None,
+                        split: str | None = None, eval_file: str | None = None, prompts: str | None = None,
+                        references: str | None = None, samples: int | None = None) -> dict:
+    """A trained model's metrics: {"dev": ..., "test": ..., "baselines": ...} (only `split` if given).
+
+    Sonnet generations are written to run_dir/generations.jsonl when run_dir is given.
+    """
+    from .io import atomic_write_text
+
+    model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    task = make_task(cfg.task, data_root, tokenizer, eval_file, prompts, references)
+    samples = samples or cfg.data.eval_samples
+    splits = [split] if split else (["dev", "test"] if cfg.task == "paraphrase" else ["test"])
+    out: dict = {}
+    for name in splits:
+        start = time.perf_counter()
+        out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples)
+        out[name]["eval_seconds"] = round(time.perf_counter() - start, 2)
+        if run_dir is not None and getattr(task, "last_generations", None):
+            import json
+
+            rows = [{"sample": i // out[name]["n"], "text": g} for i, g in enumerate(task.last_generations)]
+            atomic_write_text(Path(run_dir) / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    out["baselines"] = task.baselines(split=splits[-1], seed=cfg.seed)
+    return out
+
+
+def evaluate_run(run_dir: Path, data_root: Path, split: str = "test", **overrides) -> dict:
+    """Metrics of a finished run's checkpoint on a split (or on --eval-file / --prompts data)."""
+    from .config import TrainConfig, from_dict, read_yaml
+    from .errors import UsageError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UsageError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of a `sftdpo train`")
+    if not (run_dir / "checkpoint" / "config.json").exists():
+        raise UsageError(f"{run_dir} has no checkpoint yet; finish it with `sftdpo train ... --resume`")
+    cfg = from_dict(TrainConfig, read_yaml(run_dir / "config.yaml"))
+    return evaluate_checkpoint(run_dir / "checkpoint", cfg, data_root, None, split, **overrides)

@@ -15,10 +15,12 @@ from .batching import IGNORE_INDEX
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each next-token label and its mask.
 
-    logits: (B, T, V); labels: (B, T) with IGNORE_INDEX where masked.
-    Returns (logps, mask), both (B, T-1): logps[b, t] = log p(labels[b, t+1] | tokens <= t),
-    0 where masked; mask is 1.0 where the label counts.
+    logits: (B, K, V), the logits of the last K <= T positions; labels: (B, T) with IGNORE_INDEX
+    where masked (only the last K columns are read). Returns (logps, mask), both (B, K-1):
+    logps[b, t] = log p(labels[b, t+1] | tokens <= t) over those columns, 0 where masked;
+    mask is 1.0 where the label counts.
     """
+    labels = labels[:, labels.shape[1] - logits.shape[1]:]
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     safe = targets.masked_fill(~mask, 0)
@@ -37,7 +39,48 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = F
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Scalar mean next-token cross-entropy over all unmasked labels of the batch.
 
-    logits: (B, T, V); labels: (B, T). Prompt and padding positions (IGNORE_INDEX) carry no loss.
+    logits: (B, K, V), the last K <= T positions; labels: (B, T). Prompt and padding positions
+    (IGNORE_INDEX) carry no loss.
     """
+    labels = labels[:, labels.shape[1] - logits.shape[1]:]
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                            ignore_index=IGNORE_INDEX)
+
+
+# ---- preference losses ----------------------------------------------------------------------
+# Each takes h = beta * [(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))], the
+# reward margin, and returns per-example losses. Options are keyword arguments.
+
+def sigmoid_loss(margins: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, eq. 7): -log sigma(h); with label smoothing eps (conservative DPO,
+    Mitchell 2023): -(1 - eps) log sigma(h) - eps log sigma(-h)."""
+    return -(1 - label_smoothing) * F.logsigmoid(margins) - label_smoothing * F.logsigmoid(-margins)
+
+
+def ipo_loss(margins: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """IPO (Azar et al. 2023, eq. 17): (h/beta - 1/(2 beta))^2, on the unscaled log-ratio difference."""
+    return (margins / beta - 1 / (2 * beta)) ** 2
+
+
+def hinge_loss(margins: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """SLiC hinge (Zhao et al. 2023): max(0, 1 - h)."""
+    return torch.relu(1 - margins)
+
+
+PREFERENCE_LOSSES = {"sigmoid": sigmoid_loss, "ipo": ipo_loss, "hinge": hinge_loss}
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example preference losses and the implicit rewards.
+
+    All inputs (B,) summed sequence log-probs. Returns (losses, chosen_rewards, rejected_rewards),
+    each (B,); rewards are beta * (log pi - log ref), detached. When policy == reference every
+    margin is 0: the sigmoid loss is ln 2, IPO's is 1/(4 beta^2), hinge's is 1.
+    """
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
+    losses = PREFERENCE_LOSSES[loss_type](chosen_rewards - rejected_rewards, beta, label_smoothing)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()

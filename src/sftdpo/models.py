@@ -30,7 +30,7 @@ def resolve_model(ref: str, data_root: Path | None = None, progress: bool = True
             raise DataError(f"{path} is not a Hugging Face model folder (no config.json); "
                             "save one with save_pretrained() or use --model builtin:mini")
         return str(path)
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ("/" in ref and path.parent.is_dir()):
         raise DataError(f"model folder {ref} does not exist")
     return ref
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 from dataclasses import dataclass
@@ -104,9 +106,16 @@ def load_quora(data_dir: DataDir) -> tuple[list[QuoraPair], SkipLog]:
     """All Quora files in name order, concatenated; later duplicate ids are skipped.
 
     With several files, skip reasons carry a ``[file name]`` suffix because the
-    line numbers are per file.
+    line numbers are per file. Parsed once per process while the files are unchanged.
     """
     files = data_dir.quora_files()
+    stamp = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    return _load_quora_files(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_quora_files(stamp: tuple[tuple[str, int, int], ...]) -> tuple[list[QuoraPair], SkipLog]:
+    files = [Path(name) for name, _, _ in stamp]
     if len(files) == 1:
         return read_pairs(files[0])
     pairs: list[QuoraPair] = []

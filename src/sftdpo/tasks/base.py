@@ -39,9 +39,11 @@ class Task(ABC):
     def __init__(self, data_root: Path, tokenizer):
         self.data_root = Path(data_root)
         self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:  # GPT-2 has none; padding is masked anyway
+            tokenizer.pad_token = tokenizer.eos_token
 
     @abstractmethod
-    def sft_examples(self, split: str = "train") -> list[SFTExample]:
+    def sft_examples(self, split: str = "train", **options) -> list[SFTExample]:
         """Supervised examples of a split."""
 
     @abstractmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from ..batching import last_positions, pad
+from ..batching import left_padded, model_logits
 from ..data.datadir import DataDir, load_quora
 from ..data.quora import QuoraPair, read_pairs, split_pairs
 from ..errors import UsageError
@@ -35,6 +35,7 @@ class ParaphraseTask(Task):
         super().__init__(data_root, tokenizer)
         self.eval_file = Path(eval_file) if eval_file else None
         self.label_ids = {y: single_token_id(tokenizer, w) for y, w in LABEL_WORDS.items()}
+        self._prompts: dict[tuple[str, str], tuple[int, ...]] = {}
 
     @cached_property
     def splits_data(self) -> dict[str, list[QuoraPair]]:
@@ -50,15 +51,28 @@ class ParaphraseTask(Task):
         return self.splits_data[split]
 
     def prompt_ids(self, pair: QuoraPair) -> tuple[int, ...]:
-        return self.encode(cloze_prompt(pair.question1, pair.question2))
+        """Token ids of the pair's cloze prompt (tokenized once per pair and question order)."""
+        key = (pair.question1, pair.question2)
+        if key not in self._prompts:
+            self._prompts[key] = self.encode(cloze_prompt(pair.question1, pair.question2))
+        return self._prompts[key]
 
-    def sft_examples(self, split: str = "train") -> list[SFTExample]:
-        return [SFTExample(self.prompt_ids(p), (self.label_ids[p.label],)) for p in self.pairs(split)]
+    def training_pairs(self, split: str, both_orders: bool = False) -> list[QuoraPair]:
+        """The split's pairs, each also as (q2, q1) right after it when both_orders."""
+        pairs = self.pairs(split)
+        if not both_orders:
+            return pairs
+        return [q for p in pairs for q in (p, QuoraPair(p.id + "/swap", p.question2, p.question1, p.label))]
 
-    def preference_pairs(self, split: str = "train", **options) -> list[PreferencePair]:
+    def sft_examples(self, split: str = "train", both_orders: bool = False) -> list[SFTExample]:
+        """Prompt -> the label word (one token)."""
+        return [SFTExample(self.prompt_ids(p), (self.label_ids[p.label],))
+                for p in self.training_pairs(split, both_orders)]
+
+    def preference_pairs(self, split: str = "train", both_orders: bool = False, **options) -> list[PreferencePair]:
         """Same prompt; chosen = the correct answer token, rejected = the wrong one."""
         return [PreferencePair(self.prompt_ids(p), (self.label_ids[p.label],), (self.label_ids[1 - p.label],))
-                for p in self.pairs(split)]
+                for p in self.training_pairs(split, both_orders)]
 
     @torch.no_grad()
     def answer_logps(self, model, prompts: list[tuple[int, ...]], batch_size: int = 64) -> torch.Tensor:
@@ -68,17 +82,16 @@ class ParaphraseTask(Task):
         columns = torch.tensor([self.label_ids[0], self.label_ids[1]], device=device)
         out = []
         for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i:i + batch_size]
-            ids = pad(chunk, self.tokenizer.pad_token_id).to(device)
-            mask = pad([[1] * len(p) for p in chunk], 0).to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-            last = logits[torch.arange(len(chunk), device=device), last_positions(mask)]  # (B, V)
+            batch = {k: v.to(device) for k, v in left_padded(prompts[i:i + batch_size],
+                                                              self.tokenizer.pad_token_id).items()}
+            last = model_logits(model, batch, keep=1)[:, -1]  # (B, V)
             out.append(torch.log_softmax(last.float(), dim=-1)[:, columns].cpu())
         return torch.cat(out)
 
     def evaluate(self, model, split: str = "test", seed: int = 0, batch_size: int = 64,
-                 **options) -> dict[str, float]:
-        pairs = self.pairs(split)
+                 limit: int | None = None, **options) -> dict[str, float]:
+        """Accuracy and macro F1 of the yes/no prediction (on the first `limit` pairs if given)."""
+        pairs = self.pairs(split)[:limit]
         logps = self.answer_logps(model, [self.prompt_ids(p) for p in pairs], batch_size)
         predictions = logps.argmax(dim=1).tolist()
         labels = [p.label for p in pairs]

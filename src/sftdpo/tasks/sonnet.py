@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from ..batching import prompt_completion_batch
+from ..batching import logits_to_keep, model_logits, prompt_completion_batch
 from ..data.datadir import DataDir
 from ..data.sonnets import HeldOut, Sonnet, read_held_out, read_sonnets
 from ..errors import UsageError
@@ -71,7 +71,7 @@ class SonnetTask(Task):
         """BOS, then the prompt lines each ending in a newline."""
         return self.bos + self.encode(prompt + "\n")
 
-    def sft_examples(self, split: str = "train") -> list[SFTExample]:
+    def sft_examples(self, split: str = "train", **options) -> list[SFTExample]:
         """Each full training sonnet after BOS, loss on every token and the final EOS."""
         if split != "train":
             raise UsageError("sonnet SFT examples exist only for the train split")
@@ -83,22 +83,27 @@ class SonnetTask(Task):
         return sonnet_pairs(self, **options)
 
     @torch.no_grad()
-    def generate(self, model, prompts: list[str], seed: int = 0) -> list[str]:
-        """Prompt + sampled continuation for each prompt; sample i is seeded by (seed, i)."""
+    def sample_ids(self, model, prompt_ids: tuple[int, ...], seed: int) -> tuple[int, ...]:
+        """Token ids sampled after prompt_ids with the study's settings (EOS kept if reached)."""
         model.eval()
         device = next(model.parameters()).device
         g = self.generation
+        ids = torch.tensor([prompt_ids], device=device)
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                 top_p=g.top_p, temperature=g.temperature, top_k=0,
+                                 max_new_tokens=g.max_new_tokens, eos_token_id=self.eos[0],
+                                 pad_token_id=self.eos[0])
+        return tuple(out[0, ids.shape[1]:].tolist())
+
+    def generate(self, model, prompts: list[str], seed: int = 0) -> list[str]:
+        """Prompt + sampled continuation for each prompt; sample i is seeded by (seed, i)."""
         outputs = []
         for i, prompt in enumerate(prompts):
-            ids = torch.tensor([self.prompt_ids(prompt)], device=device)
-            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-                torch.manual_seed(seed * 100_003 + i)
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     top_p=g.top_p, temperature=g.temperature, top_k=0,
-                                     max_new_tokens=g.max_new_tokens, eos_token_id=self.eos[0],
-                                     pad_token_id=self.eos[0])
-            new = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-            outputs.append(prompt + "\n" + new.strip("\n"))
+            new = self.sample_ids(model, self.prompt_ids(prompt), seed * 100_003 + i)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            outputs.append(prompt + "\n" + text.strip("\n"))
         return outputs
 
     @torch.no_grad()
@@ -113,7 +118,7 @@ class SonnetTask(Task):
                                             [self.encode("\n".join(h.continuation_lines)) + self.eos
                                              for h in chunk], self.tokenizer.pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model_logits(model, batch, logits_to_keep(batch["labels"]))
             logps, mask = token_logps(logits, batch["labels"])
             total -= logps.sum().item()
             count += mask.sum().item()

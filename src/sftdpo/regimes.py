@@ -1,0 +1,243 @@
+"""The regimes as short recipes: sft, dpo, sft-dpo. Each stage: data -> model -> step -> loop.
+
+Run directory: config.yaml, log.jsonl, curve.jsonl, metrics.json, checkpoint/ (merged HF model),
+generations.jsonl (sonnets), stages/<stage>/ (resumable state, pairs, reference log-probs, the
+stage's final model). A stage whose done.json exists is never rerun.
+
+LoRA in sft-dpo: the SFT adapter is merged into the weights at the handoff, and DPO trains a
+fresh adapter on the merged model; the reference is that merged model (the adapter disabled),
+i.e. exactly the SFT policy, as DPO requires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import TrainConfig, from_dict, read_yaml, save_yaml, to_dict
+from .errors import UsageError
+from .evaluate import make_task
+from .io import atomic_write_json, read_json, rewrite_jsonl
+from .loop import Loop, Selection
+from .models import load_model_and_tokenizer, resolve_model
+from .params import add_lora, flops_per_token, is_lora, merge_lora, parameter_counts, reference_context
+from .preferences import pair_stats
+from .resources import PeakMemory
+from .steps import (collate_pairs, collate_sft, compute_reference_logps, live_reference, make_dpo_step,
+                    pair_logps, precomputed_reference, sft_step)
+
+log = logging.getLogger(__name__)
+
+
+def stages_of(cfg: TrainConfig) -> list[str]:
+    return {"sft": ["sft"], "dpo": ["dpo"], "sft-dpo": ["sft", "dpo"]}[cfg.regime]
+
+
+def subsample(items: list, size: float, seed: int) -> list:
+    """A seeded subset: a fraction in (0, 1] or a count (> 1) of the items, in a fixed order."""
+    n = len(items) if size == 1 else (max(1, round(size * len(items))) if size < 1 else min(len(items), int(size)))
+    if n == len(items):
+        return items
+    g = torch.Generator().manual_seed(seed)
+    return [items[i] for i in sorted(torch.randperm(len(items), generator=g)[:n].tolist())]
+
+
+def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Create the run dir, or check that a resumed one holds the same config."""
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        if not resume:
+            raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        if to_dict(from_dict(TrainConfig, read_yaml(saved))) != to_dict(cfg):
+            raise UsageError(f"{run_dir} holds a run with a different config; resume it with the same options "
+                             "(see its config.yaml) or choose another --out")
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+    save_yaml(cfg, saved)
+
+
+def train(cfg: TrainConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True,
+          save_every: int = 0) -> dict:
+    """Run a whole regime and its final evaluation; returns metrics.json's content."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    prepare_run_dir(cfg, run_dir, resume)
+    if (run_dir / "metrics.json").exists():
+        log.info("%s is already complete", run_dir)
+        return read_json(run_dir / "metrics.json")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    memory = PeakMemory()
+    base = resolve_model(cfg.model, data_root, progress)
+    infos = []
+    for index, stage in enumerate(stages_of(cfg)):
+        stage_dir = run_dir / "stages" / stage
+        if not (stage_dir / "done.json").exists():
+            run_stage(stage, index, base, cfg, stage_dir, run_dir, data_root, accelerator, progress, save_every)
+        infos.append(read_json(stage_dir / "done.json"))
+        base = str(stage_dir / "model")
+    rewrite_jsonl(run_dir / "curve.jsonl", [p for info in infos for p in info["curve"]])
+    if not accelerator.is_main_process:
+        return {}
+    return finish(cfg, run_dir, data_root, Path(base), infos, memory.peak_mb())
+
+
+def run_stage(stage: str, index: int, base: str, cfg: TrainConfig, stage_dir: Path, run_dir: Path,
+              data_root: Path, accelerator, progress: bool, save_every: int) -> None:
+    """One SFT or DPO stage from the model in `base`; writes stage_dir/model and done.json."""
+    torch.manual_seed(cfg.seed + index)
+    model, tokenizer = load_model_and_tokenizer(base, trust_remote_code=cfg.trust_remote_code)
+    model.to(accelerator.device)
+    task = make_task(cfg.task, data_root, tokenizer)
+    if cfg.params == "lora":
+        model = add_lora(model, cfg.lora, cfg.seed + index)
+    counts = parameter_counts(model)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    optim = cfg.sft if stage == "sft" else cfg.dpo_optim
+    extra: dict = {}
+    if stage == "sft":
+        examples = subsample(task.sft_examples("train", **_task_options(cfg)), cfg.data.train_size, cfg.seed)
+        step, n = sft_step, len(examples)
+        collate = lambda idx: collate_sft([examples[i] for i in idx], tokenizer.pad_token_id, cfg.data.max_length)  # noqa: E731
+    else:
+        pairs = stage_pairs(task, cfg, stage_dir, model, progress)
+        step, extra = dpo_reference_step(cfg, model, pairs, tokenizer.pad_token_id, stage_dir, accelerator)
+        extra["pairs"] = pair_stats(pairs)
+        n = len(pairs)
+        collate = lambda idx: collate_pairs([pairs[i] for i in idx], tokenizer.pad_token_id,  # noqa: E731
+                                            cfg.data.max_length, idx)
+    loop = Loop(model=model, step_fn=step, collate=collate, n_examples=n, cfg=optim, seed=cfg.seed + index,
+                stage_dir=stage_dir, log_path=run_dir / "log.jsonl", stage=stage, accelerator=accelerator,
+                epochs=cfg.sft_epochs_run if stage == "sft" else None, evaluate=dev_evaluator(task, cfg),
+                selection=Selection(task.metric, task.higher_is_better) if cfg.task == "paraphrase" else None,
+                save_every=save_every, progress=progress)
+    state = loop.run()
+    if accelerator.is_main_process:
+        final = merge_lora(loop.unwrapped)
+        save_model_atomic(final, tokenizer, stage_dir / "model")
+        atomic_write_json(stage_dir / "done.json", {
+            "stage": stage, "examples": n, "steps": state.global_step, "epochs": state.epoch,
+            "train_seconds": round(state.train_seconds, 2), "tokens": state.tokens,
+            "skipped_steps": state.skipped_steps, "best_epoch": state.best_epoch, "curve": state.curve,
+            "flops": flops_per_token(final, cfg.params == "lora") * state.tokens, **counts, **extra})
+    accelerator.wait_for_everyone()
+
+
+def _task_options(cfg: TrainConfig) -> dict:
+    return {"both_orders": cfg.data.both_orders} if cfg.task == "paraphrase" else {}
+
+
+def stage_pairs(task, cfg: TrainConfig, stage_dir: Path, policy, progress: bool) -> list:
+    """The stage's preference pairs, built once and cached in stage_dir/pairs.json."""
+    from .tasks.base import PreferencePair
+
+    cache = stage_dir / "pairs.json"
+    if cache.exists():
+        return [PreferencePair(*map(tuple, row)) for row in read_json(cache)]
+    if cfg.task == "sonnet":
+        pairs = task.preference_pairs("train", construction=cfg.pairs.construction, k=cfg.pairs.k,
+                                      seed=cfg.seed, policy=policy, progress=progress)
+    else:
+        pairs = task.preference_pairs("train", **_task_options(cfg))
+    pairs = subsample(pairs, cfg.data.train_size, cfg.seed)
+    atomic_write_json(cache, [[list(p.prompt_ids), list(p.chosen_ids), list(p.rejected_ids)] for p in pairs])
+    return pairs
+
+
+def dpo_reference_step(cfg: TrainConfig, model, pairs, pad_id: int, stage_dir: Path, accelerator):
+    """The DPO step and its reference: precomputed log-probs (cached) or a live reference model.
+
+    Also the step-0 check: the policy equals the reference, so every margin is 0 (loss ln 2).
+    """
+    ref_ctx = reference_context(model) if is_lora(model) or not cfg.dpo.precompute_ref_log_probs else None
+    cache = stage_dir / "ref_logps.safetensors"
+    if cfg.dpo.precompute_ref_log_probs:
+        if cache.exists():
+            saved = load_file(str(cache))
+            chosen, rejected = saved["chosen"], saved["rejected"]
+        else:
+            with (ref_ctx() if ref_ctx else contextlib.nullcontext(model)) as ref:
+                chosen, rejected = compute_reference_logps(ref, pairs, pad_id, cfg.data.max_length,
+                                                           accelerator.device)
+            save_file({"chosen": chosen, "rejected": rejected}, str(cache))
+        reference = precomputed_reference(chosen, rejected)
+    else:
+        reference = live_reference(ref_ctx)
+    check = step0_check(model, pairs[:32], reference, cfg, pad_id, accelerator.device)
+    return make_dpo_step(cfg.dpo, reference), {"step0_check": check}
+
+
+@torch.no_grad()
+def step0_check(model, pairs, reference, cfg: TrainConfig, pad_id: int, device) -> dict:
+    """Policy vs reference before training: margins should be 0 and the sigmoid loss ln 2."""
+    from .losses import dpo_loss
+
+    was_training = model.training
+    model.eval()
+    batch = {k: v.to(device) for k, v in collate_pairs(pairs, pad_id, cfg.data.max_length).items()}
+    pc, pr, _ = pair_logps(model, batch)
+    rc, rr = reference(batch)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, cfg.dpo.beta, "sigmoid")
+    model.train(was_training)
+    result = {"loss": float(losses.mean()), "max_abs_reward": float(torch.cat([chosen_rewards, rejected_rewards]).abs().max())}
+    if abs(result["loss"] - math.log(2)) > 1e-3 or result["max_abs_reward"] > 1e-3:
+        log.warning("STEP-0 CHECK FAILED: policy differs from the reference before training (loss %.5f, "
+                    "not ln 2 = 0.69315; max |reward| %.5f); the reference is not the starting policy",
+                    result["loss"], result["max_abs_reward"])
+    return result
+
+
+def dev_evaluator(task, cfg: TrainConfig):
+    """The per-epoch dev metric: paraphrase accuracy/F1 (on dev_size pairs), sonnet continuation NLL."""
+    if cfg.task == "sonnet":
+        items = task.held_out("dev")
+        return lambda model: {"nll": task.continuation_nll(model, items)}
+    return lambda model: {k: v for k, v in task.evaluate(model, "dev", limit=cfg.data.dev_size or None).items()
+                          if k in ("accuracy", "f1")}
+
+
+def save_model_atomic(model, tokenizer, target: Path) -> None:
+    """save_pretrained (safetensors) into a temp folder, then rename it into place."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def finish(cfg: TrainConfig, run_dir: Path, data_root: Path, final_dir: Path, infos: list[dict],
+           peak_mb: float) -> dict:
+    """Final evaluation on dev and test, checkpoint/, metrics.json (written last: it marks the run done)."""
+    from .evaluate import evaluate_checkpoint
+
+    start = time.perf_counter()
+    results = evaluate_checkpoint(final_dir, cfg, data_root, run_dir)
+    eval_seconds = time.perf_counter() - start
+    checkpoint = run_dir / "checkpoint"
+    if not checkpoint.exists():
+        shutil.copytree(final_dir, run_dir / "checkpoint.tmp", dirs_exist_ok=True)
+        (run_dir / "checkpoint.tmp").rename(checkpoint)
+    train_seconds = sum(i["train_seconds"] for i in infos)
+    steps = sum(i["steps"] for i in infos)
+    metrics = {"task": cfg.task, "regime": cfg.regime, "params": cfg.params, "seed": cfg.seed, **results,
+               "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
+               "steps": steps, "seconds_per_step": round(train_seconds / max(1, steps), 4),
+               "tokens_per_s": round(sum(i["tokens"] for i in infos) / max(1e-9, train_seconds), 1),
+               "peak_memory_mb": round(peak_mb, 1), "flops": sum(i["flops"] for i in infos),
+               "trainable_params": infos[-1]["trainable_params"], "total_params": infos[-1]["total_params"],
+               "trainable_fraction": infos[-1]["trainable_fraction"],
+               "stages": {i["stage"]: {k: v for k, v in i.items() if k != "curve"} for i in infos}}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
