@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_backbone_build)
 
     _add_train_parser(sub)
+    _add_study_parser(sub)
     ev = sub.add_parser("eval", help="metrics of a trained run, or of any model, on a task",
                         description="Evaluate a trained run (--run) or a model (--model) on the paraphrase "
                                     "and/or sonnet task.")
@@ -161,6 +162,67 @@ def _add_train_parser(sub) -> None:
         tr.add_argument(flag, type=typ, help=text)
     _add_data_dir(tr)
     tr.set_defaults(func=cmd_train)
+
+
+def _add_study_parser(sub) -> None:
+    st = sub.add_parser("study", help="run a whole grid of cells, resumable (or: study status DIR)",
+                        description="Expand a study grid (tasks x regimes x fft/lora x ranks x handoffs x data "
+                                    "sizes x pair constructions x losses x seeds), run every unfinished cell, "
+                                    "and record each in DIR/study.sqlite. Rerunning skips finished cells. "
+                                    "`sftdpo study status DIR` lists the cells and their states.")
+    st.add_argument("action", nargs="*", metavar="status DIR", help="`status DIR`: show a study's cells")
+    st.add_argument("--preset", choices=["smoke", "quick", "paper"], help="a built-in study")
+    st.add_argument("--config", metavar="FILE", help="a study YAML file (keys as in src/sftdpo/presets/study-*.yaml)")
+    st.add_argument("--out", metavar="DIR", help="study directory (default: studies/PRESET)")
+    st.add_argument("--model", help="override the study's model (builtin:..., a folder, or a hub name)")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a study key, e.g. --set seeds=1,2,3 or --set base.paraphrase.sft.lr=1e-3")
+    _add_data_dir(st)
+    st.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    if args.action:
+        if len(args.action) != 2 or args.action[0] != "status":
+            raise _usage("use `sftdpo study status DIR`, or `sftdpo study --preset NAME`")
+        return cmd_study_status(Path(args.action[1]))
+    from tqdm.auto import tqdm
+
+    from .data.datadir import resolve_data_dir
+    from .study.grid import expand, load_spec
+    from .study.runner import run_study
+
+    spec = load_spec(args.preset, Path(args.config) if args.config else None, args.model, args.set)
+    out = Path(args.out or f"studies/{args.preset or spec.name}")
+    data_root = resolve_data_dir(args.data_dir)
+    total = len(expand(spec))
+    bar = tqdm(total=total, desc=f"study {spec.name}", unit="cell", disable=args.quiet, dynamic_ncols=True)
+
+    def on_result(result, done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+        line = f"[{done}/{total}] {result.key}: {result.status} {result.summary} in {result.seconds:.0f} s"
+        bar.write(line) if not args.quiet else print(line)
+
+    store = run_study(spec, out, data_root, progress=not args.quiet, on_result=on_result)
+    bar.close()
+    counts = store.counts()
+    print(f"study {spec.name} in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    return 1 if counts["failed"] else 0
+
+
+def cmd_study_status(folder: Path) -> int:
+    from .study.runner import summary_of
+    from .study.store import Store
+
+    if not (folder / "study.sqlite").exists():
+        raise _usage(f"{folder} holds no study (no study.sqlite); pass the --out of a `sftdpo study`")
+    store = Store(folder / "study.sqlite")
+    for row in store.rows():
+        detail = summary_of(row.metrics) if row.metrics else (row.error or "").strip().splitlines()[-1:] or [""]
+        print(f"{row.status:8} {row.key}  {detail if isinstance(detail, str) else detail[0]}")
+    print(", ".join(f"{n} {state}" for state, n in store.counts().items()))
+    return 0
 
 
 def train_config_from_args(args):

@@ -75,6 +75,8 @@ class DPOConfig:
         _check(self.beta > 0, f"beta must be positive, got {self.beta}")
         _check(self.loss_type in LOSS_TYPES, f"unknown loss '{self.loss_type}'; choose {', '.join(LOSS_TYPES)}")
         _check(0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)")
+        _check(self.label_smoothing == 0 or self.loss_type == "sigmoid",
+               f"label_smoothing (conservative DPO) applies to the sigmoid loss only, not '{self.loss_type}'")
         _check(self.rpo_alpha >= 0, "rpo_alpha must be >= 0")
 
 
@@ -127,6 +129,8 @@ class DataConfig:
     """Paraphrase: also train on (q2, q1) for every (q1, q2) pair."""
     eval_samples: int = 1
     """Sonnet: sampling rounds for the final chrF."""
+    test_size: int = 0
+    """Paraphrase: score only the first N dev/test pairs at the end (0 = all; for smoke runs)."""
 
     def __post_init__(self):
         _check(self.train_size > 0, f"train_size must be > 0 (a fraction in (0, 1] or a count), got {self.train_size}")
@@ -135,6 +139,7 @@ class DataConfig:
         _check(self.dev_size >= 0, "dev_size must be >= 0")
         _check(self.max_length >= 8, "max_length must be at least 8")
         _check(self.eval_samples >= 1, "eval_samples must be at least 1")
+        _check(self.test_size >= 0, "test_size must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,12 @@ def _coerce(tp, value, path: str):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise UsageError(f"config key '{path}' must be a list, got {value!r}")
-        return tuple(str(x).strip() for x in items)
+        element = typing.get_args(tp)[0]
+        return tuple(_coerce(element, x.strip() if isinstance(x, str) else x, path) for x in items)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"config key '{path}' must be a mapping, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         return value
     if tp is bool:

@@ -62,7 +62,8 @@ def evaluate_checkpoint(model_dir: Path, cfg, data_root: Path, run_dir: Path | N
     out: dict = {}
     for name in splits:
         start = time.perf_counter()
-        out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples)
+        out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples,
+                                  limit=cfg.data.test_size or None)
         out[name]["eval_seconds"] = round(time.perf_counter() - start, 2)
         if run_dir is not None and getattr(task, "last_generations", None):
             import json

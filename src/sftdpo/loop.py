@@ -57,6 +57,8 @@ class LoopState:
     """Real tokens processed so far."""
     skipped_steps: int = 0
     """Steps skipped for a non-finite loss or gradient."""
+    bad_streak: int = 0
+    """Consecutive skipped steps up to now (MAX_BAD_STEPS of them stop the run)."""
     best_metric: float | None = None
     """Best dev metric so far (when selecting a checkpoint)."""
     best_epoch: int = 0
@@ -247,12 +249,14 @@ class Loop:
         grad_norm = float(norm)
         if math.isfinite(sums["loss"]) and math.isfinite(grad_norm):
             self.optimizer.step()
+            state.bad_streak = 0
         else:
             state.skipped_steps += 1
+            state.bad_streak += 1
             log.warning("%s step %d: non-finite loss or gradient; step skipped", self.stage, state.global_step + 1)
-            if state.skipped_steps >= MAX_BAD_STEPS:
-                raise NumericalFault(f"{self.stage}: {state.skipped_steps} steps had a NaN/inf loss or gradient; "
-                                     "lower the learning rate or check the data")
+            if state.bad_streak >= MAX_BAD_STEPS:
+                raise NumericalFault(f"{self.stage}: {state.bad_streak} consecutive steps had a NaN/inf loss or "
+                                     "gradient; lower the learning rate or check the data")
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - start
         state.global_step += 1

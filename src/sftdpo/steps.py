@@ -92,8 +92,7 @@ def make_dpo_step(cfg: DPOConfig, reference: Callable[[Batch], tuple[torch.Tenso
                       "rewards/margins": margins.mean().item(),
                       "rewards/accuracies": (margins > 0).float().mean().item(),
                       "logps/chosen": policy_chosen_logps.detach().mean().item(),
-                      "logps/rejected": policy_rejected_logps.detach().mean().item(),
-                      "n": float(len(margins))}
+                      "logps/rejected": policy_rejected_logps.detach().mean().item()}
 
     return dpo_step
 

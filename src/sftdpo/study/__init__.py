@@ -1,0 +1,1 @@
+"""The study: grid expansion, results store, runner."""
