@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_study_parser(sub)
+    rep = sub.add_parser("report", help="write report.md, results.csv and plots/ of a study (also mid-study)",
+                         description="Build the study report from DIR/study.sqlite and the run directories: "
+                                     "the seven questions with intervals and verdicts, a table per task, costs, "
+                                     "plots. Safe to run while the study is still running (marked partial).")
+    rep.add_argument("dir", metavar="DIR", help="a study directory (the --out of `sftdpo study`)")
+    rep.set_defaults(func=cmd_report)
     ev = sub.add_parser("eval", help="metrics of a trained run, or of any model, on a task",
                         description="Evaluate a trained run (--run) or a model (--model) on the paraphrase "
                                     "and/or sonnet task.")
@@ -208,7 +214,20 @@ def cmd_study(args) -> int:
     bar.close()
     counts = store.counts()
     print(f"study {spec.name} in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    from .report import build_report
+
+    print(f"report: {build_report(out)}")
     return 1 if counts["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    folder = Path(args.dir)
+    if not (folder / "study.sqlite").exists():
+        raise _usage(f"{folder} holds no study (no study.sqlite); pass the --out of a `sftdpo study`")
+    print(build_report(folder))
+    return 0
 
 
 def cmd_study_status(folder: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -51,10 +52,8 @@ def evaluate_checkpoint(model_dir: Path, cfg, data_root: Path, run_dir: Path | N
                         references: str | None = None, samples: int | None = None) -> dict:
     """A trained model's metrics: {"dev": ..., "test": ..., "baselines": ...} (only `split` if given).
 
-    Sonnet generations are written to run_dir/generations.jsonl when run_dir is given.
+    Per-example outputs (predictions.json, generations.jsonl) are written when run_dir is given.
     """
-    from .io import atomic_write_text
-
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
     task = make_task(cfg.task, data_root, tokenizer, eval_file, prompts, references)
     samples = samples or cfg.data.eval_samples
@@ -65,13 +64,25 @@ def evaluate_checkpoint(model_dir: Path, cfg, data_root: Path, run_dir: Path | N
         out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples,
                                   limit=cfg.data.test_size or None)
         out[name]["eval_seconds"] = round(time.perf_counter() - start, 2)
-        if run_dir is not None and getattr(task, "last_generations", None):
-            import json
-
-            rows = [{"sample": i // out[name]["n"], "text": g} for i, g in enumerate(task.last_generations)]
-            atomic_write_text(Path(run_dir) / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        if run_dir is not None:
+            save_outputs(Path(run_dir), name, task.last_outputs)
     out["baselines"] = task.baselines(split=splits[-1], seed=cfg.seed)
     return out
+
+
+def save_outputs(run_dir: Path, split: str, outputs: dict) -> None:
+    """Per-example outputs for paired bootstraps and inspection: predictions.json (paraphrase:
+    predictions and labels per split) or generations.jsonl (sonnet: one row per generated poem)."""
+    from .io import atomic_write_json, atomic_write_text, read_json
+
+    if "generations" in outputs:
+        rows = [{"sample": s, "text": g, "reference": r}
+                for s, g, r in zip(outputs["sample"], outputs["generations"], outputs["references"])]
+        atomic_write_text(run_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path = run_dir / "predictions.json"
+        saved = read_json(path) if path.exists() else {}
+        atomic_write_json(path, {**saved, split: outputs})
 
 
 def evaluate_run(run_dir: Path, data_root: Path, split: str = "test", **overrides) -> dict:

@@ -13,7 +13,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import OptimConfig
 from .errors import SftdpoError
-from .io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
+from .io import append_jsonl, read_jsonl, rewrite_jsonl
 from .params import load_trainable_state, trainable_state
 from .schedule import cosine_lr
 from .steps import Batch, StepFn, count_tokens
@@ -276,6 +276,8 @@ class Loop:
         metrics = self.evaluate(self.unwrapped)
         point = {"stage": self.stage, "epoch": state.epoch, "step": state.global_step, **metrics}
         state.curve.append(point)
+        curve_path = self.log_path.with_name("curve.jsonl")  # visible while training; rebuilt on resume
+        rewrite_jsonl(curve_path, [r for r in read_jsonl(curve_path) if r.get("stage") != self.stage] + state.curve)
         log.info("%s epoch %d: %s", self.stage, state.epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if self.selection and self.selection.better(metrics[self.selection.metric], state.best_metric):

@@ -95,6 +95,7 @@ class ParaphraseTask(Task):
         logps = self.answer_logps(model, [self.prompt_ids(p) for p in pairs], batch_size)
         predictions = logps.argmax(dim=1).tolist()
         labels = [p.label for p in pairs]
+        self.last_outputs = {"predictions": predictions, "labels": labels}
         return {"accuracy": metrics.accuracy(labels, predictions), "f1": metrics.macro_f1(labels, predictions),
                 "predicted_yes": sum(predictions) / len(predictions),
                 "label_mass": float(logps.exp().sum(dim=1).mean()), "n": len(pairs)}

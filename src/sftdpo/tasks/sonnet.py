@@ -140,7 +140,8 @@ class SonnetTask(Task):
                   "repetition": metrics.repetition(continuations, 4), "n": len(items), "samples": samples}
         if samples > 1:
             result["chrf_sd"] = statistics.stdev(rounds)
-        self.last_generations = generations
+        self.last_outputs = {"generations": generations, "references": references * samples,
+                             "sample": [r for r in range(samples) for _ in items]}
         return result
 
     def baselines(self, split: str = "test", seed: int = 0) -> dict[str, float]:
