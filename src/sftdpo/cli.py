@@ -183,6 +183,10 @@ def _add_study_parser(sub) -> None:
     st.add_argument("--model", help="override the study's model (builtin:..., a folder, or a hub name)")
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a study key, e.g. --set seeds=1,2,3 or --set base.paraphrase.sft.lr=1e-3")
+    st.add_argument("--dry-run", action="store_true", help="list the cells and estimate their cost; run nothing")
+    st.add_argument("--tflops", type=float, default=100.0,
+                    help="--dry-run: effective training throughput in TFLOP/s (default 100: a bf16 H100 at ~25-30%%)")
+    st.add_argument("--list", action="store_true", help="--dry-run: also print every cell's key")
     _add_data_dir(st)
     st.set_defaults(func=cmd_study)
 
@@ -201,6 +205,13 @@ def cmd_study(args) -> int:
     spec = load_spec(args.preset, Path(args.config) if args.config else None, args.model, args.set)
     out = Path(args.out or f"studies/{args.preset or spec.name}")
     data_root = resolve_data_dir(args.data_dir)
+    if args.dry_run:
+        from .study.estimate import estimate
+
+        cells = expand(spec)
+        for line in estimate(cells, data_root, args.tflops) + ([c.key for c in cells] if args.list else []):
+            print(line)
+        return 0
     total = len(expand(spec))
     bar = tqdm(total=total, desc=f"study {spec.name}", unit="cell", disable=args.quiet, dynamic_ncols=True)
 
