@@ -1,6 +1,5 @@
 """study --dry-run: cell counts and the cost arithmetic."""
 
-import pytest
 
 from sftdpo.cli import main
 from sftdpo.config import load_config

@@ -174,7 +174,11 @@ class Loop:
         shutil.rmtree(old, ignore_errors=True)
 
     def load_state(self) -> LoopState | None:
-        """The saved state (or the previous one if a swap was cut short), else None."""
+        """The saved state (or the previous one if a swap was cut short), else None.
+
+        Log rows this stage wrote after that state (or at all, when there is none) are dropped:
+        those steps will be run again.
+        """
         for folder in (self.state_dir, self.stage_dir / "state.old"):
             if (folder / "loop.json").exists():
                 load_trainable_state(self.unwrapped, load_file(str(folder / "trainable.safetensors")))
@@ -188,6 +192,8 @@ class Loop:
                 rewrite_jsonl(self.log_path, rows)
                 log.info("%s: resuming at epoch %d, step %d", self.stage, state.epoch + 1, state.global_step)
                 return state
+        if self.accelerator.is_main_process and self.log_path.exists():
+            rewrite_jsonl(self.log_path, [r for r in read_jsonl(self.log_path) if r.get("stage") != self.stage])
         return None
 
     # ---- training -------------------------------------------------------------------------

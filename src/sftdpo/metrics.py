@@ -33,6 +33,23 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
 
 
+def chrf_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> list[list[int]]:
+    """Per-item chrF n-gram statistics; summing any subset's rows and scoring them with
+    chrf_from_statistics equals corpus chrF of that subset (for fast bootstraps)."""
+    from sacrebleu.metrics import CHRF
+
+    _same_length(hypotheses, references)
+    return [list(map(int, row)) for row in CHRF()._extract_corpus_statistics(list(hypotheses), [list(references)])]
+
+
+def chrf_from_statistics(rows: Sequence[Sequence[int]]) -> float:
+    """Corpus chrF (0-100) from per-item statistics rows."""
+    from sacrebleu.metrics import CHRF
+
+    totals = [sum(col) for col in zip(*rows)]
+    return float(CHRF()._compute_score_from_stats(totals).score)
+
+
 def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
     """All contiguous n-grams of a word sequence."""
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]

@@ -169,7 +169,9 @@ def dpo_reference_step(cfg: TrainConfig, model, pairs, pad_id: int, stage_dir: P
             with (ref_ctx() if ref_ctx else contextlib.nullcontext(model)) as ref:
                 chosen, rejected = compute_reference_logps(ref, pairs, pad_id, cfg.data.max_length,
                                                            accelerator.device)
-            save_file({"chosen": chosen, "rejected": rejected}, str(cache))
+            tmp = cache.with_suffix(".tmp")
+            save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
+            tmp.replace(cache)
         reference = precomputed_reference(chosen, rejected)
     else:
         reference = live_reference(ref_ctx)

@@ -70,11 +70,10 @@ def _bootstrap(a: list[Record], b: list[Record], metric: str) -> Interval | None
                                 mean_at, n)
     if metric == "chrf":
         n = len(oa[seeds[0]]["generations"])
-
-        def corpus_chrf(o, idx):
-            return task_metrics.chrf([o["generations"][i] for i in idx], [o["references"][i] for i in idx])
-
-        return paired_bootstrap(oa, ob, corpus_chrf, n, resamples=300)
+        sa = {s: task_metrics.chrf_statistics(o["generations"], o["references"]) for s, o in oa.items()}
+        sb = {s: task_metrics.chrf_statistics(o["generations"], o["references"]) for s, o in ob.items()}
+        return paired_bootstrap(sa, sb, lambda rows, idx: task_metrics.chrf_from_statistics([rows[i] for i in idx]),
+                                n, resamples=1000)
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -75,8 +76,25 @@ def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool) -> di
     """Train and evaluate one cell in its run directory (resuming it if it was started)."""
     from ..regimes import train
 
-    return train(cell.config, study_dir / "runs" / cell.key, data_root, resume=True, progress=progress,
-                 save_every=50)
+    run_dir = study_dir / "runs" / cell.key
+    set_aside_stale_run(run_dir, cell)
+    return train(cell.config, run_dir, data_root, resume=True, progress=progress, save_every=50)
+
+
+def set_aside_stale_run(run_dir: Path, cell: Cell) -> None:
+    """A run dir left by an earlier config of this cell is renamed <key>.old-<hash>, not resumed."""
+    from ..config import TrainConfig, from_dict, read_yaml
+    from .grid import config_hash
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    old_hash = config_hash(from_dict(TrainConfig, read_yaml(saved)))
+    if old_hash != cell.config_hash:
+        target = run_dir.with_name(f"{run_dir.name}.old-{old_hash}")
+        shutil.rmtree(target, ignore_errors=True)
+        run_dir.rename(target)
+        log.info("%s: config changed; the old run is kept in %s", cell.key, target)
 
 
 def run_study(spec: StudySpec, study_dir: Path, data_root: Path, progress: bool = True,
