@@ -378,3 +378,21 @@ def test_early_handoff(runs) -> None:
     assert [r["lr"] for r in sft_rows] == pytest.approx(expected)
     assert sft_rows[-1]["lr"] > cfg.sft.lr * (cfg.sft.min_lr_ratio + 0.1)  # not decayed to the floor
     assert metrics["stages"]["dpo"]["step0_check"]["loss"] == pytest.approx(LN2, abs=1e-4)
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path, data_root, tiny_backbone):
+    """--report-to tensorboard (offline): every step also lands in RUN_DIR/tracking as TensorBoard events."""
+    from sftdpo.config import load_config
+    from sftdpo.regimes import train
+
+    cfg = load_config(overrides={"task": "sonnet", "regime": "sft", "model": "builtin:tiny",
+                                 "sft": {"epochs": 1}, "data": {"train_size": 8}})
+    train(cfg, tmp_path / "run", data_root, progress=False, report_to="tensorboard")
+    events = list((tmp_path / "run" / "tracking").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert "sft/loss" in acc.Tags()["scalars"]
+    assert len(acc.Scalars("sft/loss")) == 1  # 8 sonnets, batch 8: one step

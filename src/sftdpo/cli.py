@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -164,6 +165,8 @@ def _add_train_parser(sub) -> None:
                     help="save a resumable state every STEPS optimizer steps (default 50; 0: epoch ends only)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any config value, e.g. --set dpo.beta=0.5 (repeatable)")
+    tr.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "mlflow"], default="none",
+                    help="also send every logged step to this tracker (accelerate; TensorBoard: RUN_DIR/tracking)")
     for flag, _, typ, text in TRAIN_OPTIONS:
         tr.add_argument(flag, type=typ, help=text)
     _add_data_dir(tr)
@@ -184,6 +187,8 @@ def _add_study_parser(sub) -> None:
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a study key, e.g. --set seeds=1,2,3 or --set base.paraphrase.sft.lr=1e-3")
     st.add_argument("--dry-run", action="store_true", help="list the cells and estimate their cost; run nothing")
+    st.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "mlflow"], default="none",
+                    help="also send every cell's logged steps to this tracker (accelerate)")
     st.add_argument("--tflops", type=float, default=100.0,
                     help="--dry-run: effective training throughput in TFLOP/s (default 100: a bf16 H100 at ~25-30%%)")
     st.add_argument("--list", action="store_true", help="--dry-run: also print every cell's key")
@@ -200,7 +205,7 @@ def cmd_study(args) -> int:
 
     from .data.datadir import resolve_data_dir
     from .study.grid import expand, load_spec
-    from .study.runner import run_study
+    from .study.runner import run_cell, run_study
 
     spec = load_spec(args.preset, Path(args.config) if args.config else None, args.model, args.set)
     out = Path(args.out or f"studies/{args.preset or spec.name}")
@@ -221,7 +226,8 @@ def cmd_study(args) -> int:
         line = f"[{done}/{total}] {result.key}: {result.status} {result.summary} in {result.seconds:.0f} s"
         bar.write(line) if not args.quiet else print(line)
 
-    store = run_study(spec, out, data_root, progress=not args.quiet, on_result=on_result)
+    store = run_study(spec, out, data_root, progress=not args.quiet, on_result=on_result,
+                      cell_runner=functools.partial(run_cell, report_to=args.report_to))
     bar.close()
     counts = store.counts()
     print(f"study {spec.name} in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -282,7 +288,7 @@ def cmd_train(args) -> int:
     cfg = train_config_from_args(args)
     out = Path(args.out or f"runs/{cfg.task}-{cfg.regime}-{cfg.params}-s{cfg.seed}")
     metrics = train(cfg, out, resolve_data_dir(args.data_dir), resume=args.resume, progress=not args.quiet,
-                    save_every=args.save_every)
+                    save_every=args.save_every, report_to=args.report_to)
     split = "test"
     shown = {k: v for k, v in metrics[split].items() if isinstance(v, float)}
     print(f"{cfg.task} {cfg.regime} {cfg.params}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
@@ -389,7 +395,10 @@ def _usage(message: str) -> SftdpoError:
 
 
 def _quiet_libraries() -> None:
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         from transformers.utils import logging as hf_logging
 
@@ -416,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sftdpo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

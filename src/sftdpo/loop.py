@@ -274,6 +274,9 @@ class Loop:
                "elapsed": round(state.train_seconds, 3)}
         if acc.is_main_process:
             append_jsonl(self.log_path, [row])
+            if acc.trackers:
+                acc.log({f"{self.stage}/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
+                        step=state.global_step)
         return row
 
     def _end_epoch(self, state: LoopState) -> None:
@@ -282,6 +285,9 @@ class Loop:
         metrics = self.evaluate(self.unwrapped)
         point = {"stage": self.stage, "epoch": state.epoch, "step": state.global_step, **metrics}
         state.curve.append(point)
+        if self.accelerator.trackers:
+            self.accelerator.log({f"{self.stage}/dev_{k}": v for k, v in metrics.items() if isinstance(v, float)},
+                                 step=state.global_step)
         curve_path = self.log_path.with_name("curve.jsonl")  # visible while training; rebuilt on resume
         rewrite_jsonl(curve_path, [r for r in read_jsonl(curve_path) if r.get("stage") != self.stage] + state.curve)
         log.info("%s epoch %d: %s", self.stage, state.epoch,

@@ -66,17 +66,49 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     save_yaml(cfg, saved)
 
 
-def train(cfg: TrainConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True,
-          save_every: int = 0) -> dict:
-    """Run a whole regime and its final evaluation; returns metrics.json's content."""
-    from accelerate import Accelerator
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 
+
+def make_accelerator(cfg: TrainConfig, run_dir: Path, report_to: str | None):
+    """An Accelerator (CPU unless CUDA is there), with an experiment tracker if asked for."""
+    from accelerate import Accelerator
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    if not report_to or report_to == "none":
+        return Accelerator(cpu=not torch.cuda.is_available())
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available,
+                 "mlflow": is_mlflow_available}
+    if report_to not in available:
+        raise UsageError(f"unknown --report-to '{report_to}'; choose none, {', '.join(TRACKERS)}")
+    if not available[report_to]():
+        raise UsageError(f"--report-to {report_to} needs the {report_to} package: pip install {report_to}")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=report_to,
+                              project_dir=str(run_dir / "tracking"))
+    flat = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in _flatten(to_dict(cfg)).items()}
+    accelerator.init_trackers(run_dir.name, config=flat)
+    return accelerator
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def train(cfg: TrainConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True,
+          save_every: int = 0, report_to: str | None = None) -> dict:
+    """Run a whole regime and its final evaluation; returns metrics.json's content.
+
+    report_to: 'tensorboard', 'wandb' or 'mlflow' sends every logged step there too
+    (accelerate's trackers; TensorBoard files land in RUN_DIR/tracking).
+    """
     run_dir = Path(run_dir)
     prepare_run_dir(cfg, run_dir, resume)
     if (run_dir / "metrics.json").exists():
         log.info("%s is already complete", run_dir)
         return read_json(run_dir / "metrics.json")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, run_dir, report_to)
     memory = PeakMemory()
     base = resolve_model(cfg.model, data_root, progress)
     infos = []
@@ -89,7 +121,11 @@ def train(cfg: TrainConfig, run_dir: Path, data_root: Path, resume: bool = False
     rewrite_jsonl(run_dir / "curve.jsonl", [p for info in infos for p in info["curve"]])
     if not accelerator.is_main_process:
         return {}
-    return finish(cfg, run_dir, data_root, Path(base), infos, memory.peak_mb())
+    metrics = finish(cfg, run_dir, data_root, Path(base), infos, memory.peak_mb())
+    if accelerator.trackers:
+        accelerator.log({f"test/{k}": v for k, v in metrics["test"].items() if isinstance(v, float)})
+        accelerator.end_training()
+    return metrics
 
 
 def run_stage(stage: str, index: int, base: str, cfg: TrainConfig, stage_dir: Path, run_dir: Path,

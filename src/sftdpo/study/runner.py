@@ -72,13 +72,14 @@ def summary_of(metrics: dict) -> str:
     return ", ".join(f"{k} {test[k]:.4f}" for k in keys) + f" ({metrics.get('train_seconds', 0):.0f} s)"
 
 
-def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool) -> dict:
+def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool, report_to: str | None = None) -> dict:
     """Train and evaluate one cell in its run directory (resuming it if it was started)."""
     from ..regimes import train
 
     run_dir = study_dir / "runs" / cell.key
     set_aside_stale_run(run_dir, cell)
-    return train(cell.config, run_dir, data_root, resume=True, progress=progress, save_every=50)
+    return train(cell.config, run_dir, data_root, resume=True, progress=progress, save_every=50,
+                 report_to=report_to)
 
 
 def set_aside_stale_run(run_dir: Path, cell: Cell) -> None:
