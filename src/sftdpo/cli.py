@@ -14,6 +14,7 @@ from . import __version__
 from .errors import SftdpoError
 
 log = logging.getLogger("sftdpo")
+REPORT_TO = ["none", "tensorboard", "wandb", "mlflow"]
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -165,7 +166,7 @@ def _add_train_parser(sub) -> None:
                     help="save a resumable state every STEPS optimizer steps (default 50; 0: epoch ends only)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any config value, e.g. --set dpo.beta=0.5 (repeatable)")
-    tr.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "mlflow"], default="none",
+    tr.add_argument("--report-to", choices=REPORT_TO, default="none",
                     help="also send every logged step to this tracker (accelerate; TensorBoard: RUN_DIR/tracking)")
     for flag, _, typ, text in TRAIN_OPTIONS:
         tr.add_argument(flag, type=typ, help=text)
@@ -187,7 +188,7 @@ def _add_study_parser(sub) -> None:
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a study key, e.g. --set seeds=1,2,3 or --set base.paraphrase.sft.lr=1e-3")
     st.add_argument("--dry-run", action="store_true", help="list the cells and estimate their cost; run nothing")
-    st.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "mlflow"], default="none",
+    st.add_argument("--report-to", choices=REPORT_TO, default="none",
                     help="also send every cell's logged steps to this tracker (accelerate)")
     st.add_argument("--tflops", type=float, default=100.0,
                     help="--dry-run: effective training throughput in TFLOP/s (default 100: a bf16 H100 at ~25-30%%)")
@@ -241,19 +242,23 @@ def cmd_report(args) -> int:
     from .report import build_report
 
     folder = Path(args.dir)
-    if not (folder / "study.sqlite").exists():
-        raise _usage(f"{folder} holds no study (no study.sqlite); pass the --out of a `sftdpo study`")
+    _study_db(folder)
     print(build_report(folder))
     return 0
+
+
+def _study_db(folder: Path) -> Path:
+    """The store of a study directory, or a usage error if there is none."""
+    if not (folder / "study.sqlite").exists():
+        raise _usage(f"{folder} holds no study (no study.sqlite); pass the --out of a `sftdpo study`")
+    return folder / "study.sqlite"
 
 
 def cmd_study_status(folder: Path) -> int:
     from .study.runner import summary_of
     from .study.store import Store
 
-    if not (folder / "study.sqlite").exists():
-        raise _usage(f"{folder} holds no study (no study.sqlite); pass the --out of a `sftdpo study`")
-    store = Store(folder / "study.sqlite")
+    store = Store(_study_db(folder))
     for row in store.rows():
         detail = summary_of(row.metrics) if row.metrics else (row.error or "").strip().splitlines()[-1:] or [""]
         print(f"{row.status:8} {row.key}  {detail if isinstance(detail, str) else detail[0]}")
