@@ -49,13 +49,19 @@ def subsample(items: list, size: float, seed: int) -> list:
     return [items[i] for i in sorted(torch.randperm(len(items), generator=g)[:n].tolist())]
 
 
+def saved_config(run_dir: Path) -> TrainConfig | None:
+    """The config a run directory was started with, or None if it holds no run."""
+    saved = Path(run_dir) / "config.yaml"
+    return from_dict(TrainConfig, read_yaml(saved)) if saved.exists() else None
+
+
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     """Create the run dir, or check that a resumed one holds the same config."""
-    saved = run_dir / "config.yaml"
-    if saved.exists():
+    old = saved_config(run_dir)
+    if old is not None:
         if not resume:
             raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        if to_dict(from_dict(TrainConfig, read_yaml(saved))) != to_dict(cfg):
+        if to_dict(old) != to_dict(cfg):
             raise UsageError(f"{run_dir} holds a run with a different config; resume it with the same options "
                              "(see its config.yaml) or choose another --out")
         return
@@ -63,7 +69,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create run directory {run_dir}: {e.strerror}") from None
-    save_yaml(cfg, saved)
+    save_yaml(cfg, run_dir / "config.yaml")
 
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")

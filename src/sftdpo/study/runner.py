@@ -84,13 +84,13 @@ def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool, repor
 
 def set_aside_stale_run(run_dir: Path, cell: Cell) -> None:
     """A run dir left by an earlier config of this cell is renamed <key>.old-<hash>, not resumed."""
-    from ..config import TrainConfig, from_dict, read_yaml
+    from ..regimes import saved_config
     from .grid import config_hash
 
-    saved = run_dir / "config.yaml"
-    if not saved.exists():
+    old = saved_config(run_dir)
+    if old is None:
         return
-    old_hash = config_hash(from_dict(TrainConfig, read_yaml(saved)))
+    old_hash = config_hash(old)
     if old_hash != cell.config_hash:
         target = run_dir.with_name(f"{run_dir.name}.old-{old_hash}")
         shutil.rmtree(target, ignore_errors=True)
