@@ -99,3 +99,82 @@ def test_single_token_gradients_match():
         F.logsigmoid(c - r).sum().backward()
         grads.append(model.transformer.h[0].attn.c_attn.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def _sliced_token_logps(logits, labels):
+    """The plain computation: drop the last position, log-softmax, gather (copies the logits)."""
+    labels = labels[:, labels.shape[1] - logits.shape[1]:]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = torch.gather(logp, 2, targets.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask, mask.float()
+
+
+def test_unsliced_losses_equal_sliced_plain_path():
+    """token_logps and sft_loss score the full logits with a shifted target instead of slicing them:
+    same values and the same gradient as the slicing computation."""
+    from sftdpo.losses import sft_loss, token_logps
+
+    batch = prompt_completion_batch(PROMPTS, COMPLETIONS, pad_id=0)
+    keep = logits_to_keep(batch["labels"])
+    torch.manual_seed(1)
+    base = torch.randn(3, keep, V)
+    grads = {}
+    for name, fn in (("fast", token_logps), ("plain", _sliced_token_logps)):
+        logits = base.clone().requires_grad_(True)
+        logps, mask = fn(logits, batch["labels"])
+        (logps.sum() * 0.7).backward()
+        grads[name] = (logps.detach(), mask, logits.grad)
+    assert torch.allclose(grads["fast"][0], grads["plain"][0], atol=1e-6)
+    assert torch.equal(grads["fast"][1], grads["plain"][1])
+    assert torch.allclose(grads["fast"][2], grads["plain"][2], atol=1e-6)
+    logits = base.clone().requires_grad_(True)
+    loss = sft_loss(logits, batch["labels"])
+    plain_logps, plain_mask = _sliced_token_logps(base, batch["labels"])
+    assert torch.allclose(loss, -plain_logps.sum() / plain_mask.sum(), atol=1e-6)
+
+
+def test_fused_gelu_equals_gelu_new():
+    """use_fast_kernels swaps GPT-2's gelu_new modules for the fused kernel: same logits and gradients."""
+    from sftdpo.params import use_fast_kernels
+
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    outs = []
+    for fast in (False, True):
+        model = _model()
+        if fast:
+            assert use_fast_kernels(model) == 2  # one per block
+            assert use_fast_kernels(model) == 0  # idempotent
+        logits = model(input_ids=ids).logits
+        logits.square().mean().backward()
+        outs.append((logits.detach(), model.transformer.h[0].mlp.c_fc.weight.grad.clone()))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+    assert torch.allclose(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-4)
+
+
+def test_length_sorted_reference_logps_come_back_in_pair_order():
+    """compute_reference_logps batches pairs by length; each pair still gets its own log-probs."""
+    from sftdpo.steps import compute_reference_logps
+
+    model = _model()
+    pairs = [PreferencePair(tuple(p), tuple(c), tuple(c[::-1]) + (30,)) for p, c in zip(PROMPTS, COMPLETIONS)]
+    pairs = pairs[::-1] + pairs  # lengths not sorted, repeats split across batches
+    chosen, rejected = compute_reference_logps(model, pairs, pad_id=0, max_length=64, device="cpu", batch_size=2)
+    for i, p in enumerate(pairs):
+        assert torch.allclose(chosen[i], _plain_logps(model, list(p.prompt_ids), list(p.chosen_ids)), atol=1e-5)
+        assert torch.allclose(rejected[i], _plain_logps(model, list(p.prompt_ids), list(p.rejected_ids)), atol=1e-5)
+
+
+def test_length_sorted_answer_logps_come_back_in_prompt_order():
+    from types import SimpleNamespace
+
+    from sftdpo.tasks.paraphrase import ParaphraseTask
+
+    model = _model()
+    task = SimpleNamespace(label_ids=(1, 2), tokenizer=SimpleNamespace(pad_token_id=0))
+    prompts = [tuple(p) for p in PROMPTS[1:] + PROMPTS[:1]]  # shortest first
+    logps = ParaphraseTask.answer_logps(task, model, prompts, batch_size=2)
+    for i, prompt in enumerate(prompts):
+        last = torch.log_softmax(model(input_ids=torch.tensor([prompt])).logits[0, -1], dim=-1)
+        assert torch.allclose(logps[i], last[[1, 2]], atol=1e-5)

@@ -12,6 +12,13 @@ import torch.nn.functional as F
 from .batching import IGNORE_INDEX
 
 
+def next_token_targets(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, K) next-token target of each of the K kept logit positions: labels shifted left by one,
+    IGNORE_INDEX at the last position (nothing follows it) and wherever the label is masked."""
+    labels = labels[:, labels.shape[1] - logits.shape[1]:]
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each next-token label and its mask.
 
@@ -20,13 +27,13 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     logps[b, t] = log p(labels[b, t+1] | tokens <= t) over those columns, 0 where masked;
     mask is 1.0 where the label counts.
     """
-    labels = labels[:, labels.shape[1] - logits.shape[1]:]
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    safe = targets.masked_fill(~mask, 0)
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = torch.gather(logp, 2, safe.unsqueeze(-1)).squeeze(-1)
-    return picked * mask, mask.float()
+    targets = next_token_targets(logits, labels)
+    # cross-entropy on the whole (contiguous) logits: slicing off the last position first would copy
+    # the (B, K, V) logits forward and again backward; that position's target is IGNORE_INDEX instead
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                          reduction="none").view(targets.shape)
+    mask = targets[:, :-1] != IGNORE_INDEX
+    return -nll[:, :-1] * mask, mask.float()
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
@@ -42,8 +49,7 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits: (B, K, V), the last K <= T positions; labels: (B, T). Prompt and padding positions
     (IGNORE_INDEX) carry no loss.
     """
-    labels = labels[:, labels.shape[1] - logits.shape[1]:]
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+    return F.cross_entropy(logits.flatten(0, 1).float(), next_token_targets(logits, labels).flatten(),
                            ignore_index=IGNORE_INDEX)
 
 

@@ -31,7 +31,8 @@ def resolve_model(ref: str, data_root: Path | None = None, progress: bool = True
                             "save one with save_pretrained() or use --model builtin:mini")
         return str(path)
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ("/" in ref and path.parent.is_dir()):
-        raise DataError(f"model folder {ref} does not exist")
+        raise DataError(f"model folder {ref} does not exist; pass an existing Hugging Face folder, a hub name "
+                        "(gpt2) or builtin:tiny|mini|small")
     return ref
 
 
@@ -62,6 +63,9 @@ def load_model_and_tokenizer(ref: str, trust_remote_code: bool = False, dtype=No
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    from .params import use_fast_kernels
+
+    use_fast_kernels(model)  # GPT-2's gelu_new as one fused kernel: same numbers, ~10% of a step
     return model, tokenizer
 
 

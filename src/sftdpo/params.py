@@ -82,6 +82,27 @@ def reference_context(model: torch.nn.Module):
     return lambda: contextlib.nullcontext(frozen)
 
 
+def use_fast_kernels(model: torch.nn.Module) -> int:
+    """Swap GPT-2's `gelu_new` activation modules for torch's fused kernel of the same function.
+
+    transformers' NewGELUActivation (and FastGELUActivation) write the tanh-approximate GELU as about
+    eight tensor ops, each allocating a (B, T, 4d) result, forward and backward; `F.gelu(x,
+    approximate="tanh")` (transformers' GELUTanh) computes the same formula in one kernel: equal up to
+    float rounding (tested), about 10% of a CPU training step at the 124M shape. The config is
+    untouched, so saved checkpoints are unchanged. Returns how many modules were swapped (0 when
+    the model has none, or they were swapped already).
+    """
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+
 def flops_per_token(model: torch.nn.Module, lora: bool) -> float:
     """Training FLOPs per token (Kaplan et al.): forward 2N, backward 4N for FFT.
 
