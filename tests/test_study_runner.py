@@ -218,7 +218,8 @@ def test_summary_of():
 
 def test_cli_study_exit_code_and_status_with_a_failing_cell(tmp_path, monkeypatch, capsys):
     """`sftdpo study` exits 1 when a cell failed; `study status` shows the error's last line."""
-    def fake_train(cfg, run_dir, data_root, resume=False, progress=True, save_every=0, report_to=None):
+    def fake_train(cfg, run_dir, data_root, resume=False, progress=True, save_every=0, report_to=None,
+                   stage_cache=None):
         assert resume and not progress and save_every == 50
         if run_dir.name == "sonnet-dpo-fft-shuffled-sigmoid-s1":
             raise RuntimeError("the sonnet dpo cell broke")

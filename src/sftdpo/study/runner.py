@@ -2,12 +2,19 @@
 
 Each cell trains in DIR/runs/<key>/ with resume on, so a cell killed mid-way continues where
 its last saved state left off; a finished cell is never rerun. A failed cell is recorded with
-its error and the grid goes on. One process per study directory (a lock file says so).
+its error and the grid goes on. One process per study directory (a lock file says so). An
+sft-dpo cell copies the SFT stage of the same seed's sft cell when that one is done (DIR/stage-cache
+announces finished SFT stages): the same result for a quarter less training.
+
+Cells run through an executor (study/executors.py): one after another in this process, or as
+Ray tasks; either way the outcomes come back here and only this process writes the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -22,6 +29,7 @@ import yaml
 from ..config import to_dict
 from ..errors import SftdpoError, UsageError
 from ..io import atomic_write_text, read_jsonl
+from .executors import CellOutcome, LocalExecutor
 from .grid import Cell, StudySpec, expand
 from .store import Store
 
@@ -72,14 +80,39 @@ def summary_of(metrics: dict) -> str:
     return ", ".join(f"{k} {test[k]:.4f}" for k in keys) + f" ({metrics.get('train_seconds', 0):.0f} s)"
 
 
-def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool, report_to: str | None = None) -> dict:
+def run_cell(cell: Cell, study_dir: Path, data_root: Path, progress: bool, report_to: str | None = None,
+             mixed_precision: str | None = None) -> dict:
     """Train and evaluate one cell in its run directory (resuming it if it was started)."""
     from ..regimes import train
 
     run_dir = study_dir / "runs" / cell.key
     set_aside_stale_run(run_dir, cell)
+    extra = {"mixed_precision": mixed_precision} if mixed_precision else {}
     return train(cell.config, run_dir, data_root, resume=True, progress=progress, save_every=50,
-                 report_to=report_to)
+                 report_to=report_to, stage_cache=study_dir / "stage-cache", **extra)
+
+
+def execute_cell(cell_runner: Callable[[Cell, Path, Path, bool], dict], cell: Cell, study_dir: Path,
+                 data_root: Path, progress: bool) -> CellOutcome:
+    """Run one cell and turn what happened into an outcome (wherever it runs: here or a Ray worker).
+
+    A user error keeps its one line; a bug keeps its traceback. Ctrl-C (KeyboardInterrupt, or the
+    loop's Interrupted, exit code 130) is not an outcome: it propagates and stops the study.
+    """
+    start = time.perf_counter()
+    try:
+        metrics = cell_runner(cell, study_dir, data_root, progress)
+        curve = read_jsonl(study_dir / "runs" / cell.key / "curve.jsonl")
+        return CellOutcome("done", summary_of(metrics), time.perf_counter() - start, metrics=metrics, curve=curve)
+    except KeyboardInterrupt:
+        raise
+    except SftdpoError as e:
+        if e.exit_code == 130:  # Ctrl-C inside the loop: saved, stop the study
+            raise
+        return CellOutcome("failed", str(e), time.perf_counter() - start, error=str(e))
+    except Exception as e:  # a bug in one cell must not stop the grid; the store keeps the trace
+        return CellOutcome("failed", f"{type(e).__name__}: {e}", time.perf_counter() - start,
+                           error="".join(traceback.format_exception(e))[-4000:])
 
 
 def set_aside_stale_run(run_dir: Path, cell: Cell) -> None:
@@ -100,14 +133,26 @@ def set_aside_stale_run(run_dir: Path, cell: Cell) -> None:
 
 def run_study(spec: StudySpec, study_dir: Path, data_root: Path, progress: bool = True,
               on_result: Callable[[CellResult, int, int], None] | None = None,
-              cell_runner: Callable[[Cell, Path, Path, bool], dict] = run_cell) -> Store:
-    """Expand the grid, sync it into the store, and run every unfinished cell in order."""
-    study_dir = Path(study_dir)
+              cell_runner: Callable[[Cell, Path, Path, bool], dict] = run_cell, executor=None) -> Store:
+    """Expand the grid, sync it into the store, and run every unfinished cell through `executor`
+    (default: in this process, in grid order); outcomes are recorded as they come back."""
+    study_dir = Path(study_dir).absolute()
+    data_root = Path(data_root).absolute()
+    executor = executor or LocalExecutor()
+    cells = expand(spec)
+    executor.start()  # a cluster that cannot be reached fails here, before anything is written
+    try:
+        return _run_cells(spec, cells, study_dir, data_root, progress, on_result, cell_runner, executor)
+    finally:
+        executor.close()
+
+
+def _run_cells(spec: StudySpec, cells: list[Cell], study_dir: Path, data_root: Path, progress: bool,
+               on_result, cell_runner, executor) -> Store:
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create study directory {study_dir}: {e.strerror}") from None
-    cells = expand(spec)
     with StudyLock(study_dir):
         atomic_write_text(study_dir / "study.yaml", yaml.safe_dump(to_dict(spec), sort_keys=False))
         store = Store(study_dir / "study.sqlite")
@@ -115,24 +160,16 @@ def run_study(spec: StudySpec, study_dir: Path, data_root: Path, progress: bool 
         log.info("study %s: %d cells (%d new, %d changed)", spec.name, len(cells), changes["added"],
                  changes["changed"])
         todo = [c for c in cells if store.rows([c.key])[0].status != "done"]
-        for done_before, cell in enumerate(todo, start=len(cells) - len(todo)):
-            store.mark_running(cell.key)
-            start = time.perf_counter()
-            try:
-                metrics = cell_runner(cell, study_dir, data_root, progress)
-                curve = read_jsonl(study_dir / "runs" / cell.key / "curve.jsonl")
-                store.mark_done(cell.key, metrics, curve)
-                result = CellResult(cell.key, "done", summary_of(metrics), time.perf_counter() - start)
-            except KeyboardInterrupt:
-                raise
-            except SftdpoError as e:
-                if e.exit_code == 130:  # Ctrl-C inside the loop: saved, stop the study
-                    raise
-                store.mark_failed(cell.key, str(e))
-                result = CellResult(cell.key, "failed", str(e), time.perf_counter() - start)
-            except Exception as e:  # a bug in one cell must not stop the grid; the store keeps the trace
-                store.mark_failed(cell.key, "".join(traceback.format_exception(e))[-4000:])
-                result = CellResult(cell.key, "failed", f"{type(e).__name__}: {e}", time.perf_counter() - start)
-            if on_result:
-                on_result(result, done_before + 1, len(cells))
+        execute = functools.partial(execute_cell, cell_runner, study_dir=study_dir, data_root=data_root,
+                                    progress=progress)
+        started = lambda cell: store.mark_running(cell.key)  # noqa: E731
+        with contextlib.closing(executor.map(todo, execute, started=started)) as outcomes:
+            for done, (cell, outcome) in enumerate(outcomes, start=len(cells) - len(todo) + 1):
+                if outcome.status == "done":
+                    store.mark_done(cell.key, outcome.metrics, outcome.curve)
+                else:
+                    store.mark_failed(cell.key, outcome.error)
+                if on_result:
+                    on_result(CellResult(cell.key, outcome.status, outcome.summary, outcome.seconds), done,
+                              len(cells))
         return store
