@@ -121,6 +121,7 @@ def test_loss_decreases_and_rows_are_logged(fresh_model, tmp_path: Path) -> None
     rows = _rows(tmp_path)
     assert state.global_step == len(rows) == 16  # 4 steps of 4 examples x 4 epochs
     assert state.epoch == 4 and state.skipped_steps == 0 and state.tokens > 0
+    assert state.diverged_step == 0 and state.start_loss == pytest.approx(rows[0]["loss"])
     assert [r["step"] for r in rows] == list(range(1, 17))
     losses = [r["loss"] for r in rows]
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
@@ -218,3 +219,47 @@ def test_isolated_nan_steps_do_not_abort(fresh_model, tmp_path: Path) -> None:
     state = loop.run()
     assert state.global_step == n
     assert state.skipped_steps == n // 2
+
+
+def test_divergence_is_the_first_step_the_smoothed_loss_passes_3x_its_start(fresh_model, tmp_path: Path) -> None:
+    """Reported losses 1, 1, then 10: the moving average (0.9 old + 0.1 new) is 1, 1, 1.9, 2.71, 3.439,
+    so step 5 is the first above 3 x 1; it is recorded once and the stage trains to its end."""
+    from sftdpo.loop import DIVERGENCE_FACTOR, LOSS_SMOOTHING
+
+    model, tok = fresh_model
+    (tmp_path / "stage").mkdir()
+    calls = []
+
+    def step(m, batch):
+        calls.append(1)
+        loss, metrics = sft_step(m, batch)
+        return loss, {**metrics, "loss": 1.0 if len(calls) <= 2 else 10.0}
+
+    loop = _loop(model, tok, tmp_path, step, n=8, batch_size=1)
+    state = loop.run()
+    assert (DIVERGENCE_FACTOR, LOSS_SMOOTHING) == (3.0, 0.9)
+    assert state.start_loss == 1.0 and state.diverged_step == 5 and state.global_step == 8
+    assert state.smoothed_loss == pytest.approx(10 - 9 * 0.9 ** 6)
+    assert json.loads((tmp_path / "stage" / "state" / "loop.json").read_text())["diverged_step"] == 5
+
+
+def test_length_grouped_order_is_a_seeded_permutation_with_less_padding() -> None:
+    import random
+
+    from sftdpo.loop import epoch_order, length_grouped_order, plan_steps
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 200) for _ in range(1000)]
+    order = length_grouped_order(1000, 5, 0, lengths, batch_size=32, megabatch=8)
+    assert sorted(order) == list(range(1000))
+    assert order == length_grouped_order(1000, 5, 0, lengths, batch_size=32, megabatch=8)
+    assert order != length_grouped_order(1000, 5, 1, lengths, batch_size=32, megabatch=8)
+    batches = [b for step in plan_steps(order, 32, 1) for b in step]
+    assert [len(b) for b in batches] == [32] * 31 + [8]  # same batch sizes, the short one last
+
+    def padded(o):
+        return sum(len(b) * max(lengths[i] for i in b) for step in plan_steps(o, 32, 1) for b in step)
+
+    assert padded(order) < 0.75 * padded(epoch_order(1000, 5, 0))
+    firsts = [lengths[b[0]] for b in batches[:-1]]
+    assert firsts != sorted(firsts, reverse=True)  # batches are shuffled, not a long-to-short sweep

@@ -94,7 +94,7 @@ def test_paraphrase_run_directory(runs, regime: str, params: str) -> None:
     assert (metrics["task"], metrics["regime"], metrics["params"]) == ("paraphrase", regime, params)
     for split in ("dev", "test"):
         assert 0 <= metrics[split]["accuracy"] <= 1 and 0 <= metrics[split]["f1"] <= 1
-        assert metrics[split]["n"] == 48
+        assert metrics[split]["n"] == {"dev": 32, "test": 48}[split]  # dev_size 32; all test pairs
     assert "majority_accuracy" in metrics["baselines"]
     assert metrics["train_seconds"] > 0 and metrics["peak_memory_mb"] > 0 and metrics["flops"] > 0
     assert metrics["steps"] == 4 * len(stages)  # 32 examples, batch 8, 1 epoch per stage
@@ -146,6 +146,9 @@ def test_dpo_rows_log_rewards_and_logps(runs, regime: str, params: str) -> None:
         assert r["rewards/margins"] == pytest.approx(r["rewards/chosen"] - r["rewards/rejected"], abs=1e-6)
         assert 0 <= r["rewards/accuracies"] <= 1
         assert r["logps/chosen"] < 0 and r["logps/rejected"] < 0
+        beta = 0.1  # the preset's: rewards are beta * log-ratios
+        assert r["rewards/chosen"] == pytest.approx(beta * r["logratios/chosen"], abs=1e-5)
+        assert r["rewards/rejected"] == pytest.approx(beta * r["logratios/rejected"], abs=1e-5)
     sft_rows = [r for r in log_rows(run_dir) if r["stage"] == "sft"]
     assert all("rewards/chosen" not in r for r in sft_rows)
 
@@ -396,3 +399,44 @@ def test_report_to_tensorboard_writes_event_files(tmp_path, data_root, tiny_back
     acc.Reload()
     assert "sft/loss" in acc.Tags()["scalars"]
     assert len(acc.Scalars("sft/loss")) == 1  # 8 sonnets, batch 8: one step
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_sft_dpo_reuses_the_sft_runs_stage_with_the_same_result(runs, tmp_path, data_root, params,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a stage cache, sft-dpo copies the sft run's SFT stage: same metrics and DPO log as training it."""
+    _, _, alone = paraphrase_run(runs, "sft-dpo", params)
+    cache = tmp_path / "stage-cache"
+    sft_cfg = make_config({"regime": "sft", "params": params})
+    sft_metrics = train(sft_cfg, tmp_path / "sft", data_root, progress=False, stage_cache=cache)
+    announced = list(cache.glob("*.json"))
+    assert len(announced) == 1
+
+    cfg = make_config({"regime": "sft-dpo", "params": params})
+    calls, original = [], regimes.run_stage
+
+    def counting_run_stage(stage, *args, **kwargs):
+        calls.append(stage)
+        return original(stage, *args, **kwargs)
+
+    monkeypatch.setattr(regimes, "run_stage", counting_run_stage)
+    shared = train(cfg, tmp_path / "sft-dpo", data_root, progress=False, stage_cache=cache)
+    assert calls == ["dpo"]  # the SFT stage was copied, not trained
+    assert shared["stages"]["sft"]["reused_from"] == "sft"
+    assert shared["stages"]["sft"]["train_seconds"] == sft_metrics["stages"]["sft"]["train_seconds"]
+    assert without_timing(shared["test"]) == without_timing(alone["test"])
+    rows = lambda d, stage: _row_values([r for r in log_rows(d) if r["stage"] == stage])  # noqa: E731
+    _, alone_dir, _ = paraphrase_run(runs, "sft-dpo", params)
+    assert rows(tmp_path / "sft-dpo", "dpo") == rows(alone_dir, "dpo")
+    assert rows(tmp_path / "sft-dpo", "sft") == rows(tmp_path / "sft", "sft")
+    assert sft_dpo_key_differs_with_handoff(data_root)
+
+
+def sft_dpo_key_differs_with_handoff(data_root) -> bool:
+    from sftdpo.regimes import sft_stage_key
+
+    full = make_config({"regime": "sft-dpo", "sft": {"epochs": 2}})
+    early = make_config({"regime": "sft-dpo", "sft": {"epochs": 2}, "handoff_epoch": 1})
+    sft = make_config({"regime": "sft", "sft": {"epochs": 2}})
+    return (sft_stage_key(full, data_root) == sft_stage_key(sft, data_root)
+            != sft_stage_key(early, data_root))

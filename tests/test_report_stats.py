@@ -77,3 +77,25 @@ def test_match_verdicts(low, high, expected):
 
 def test_single_seed_is_inconclusive():
     assert verdict(t_interval([0.8]), Claim("c", "positive")) == "inconclusive"
+
+
+def test_one_class_runs_get_a_degenerate_verdict(tmp_path):
+    """Two conditions at the majority class 'match' exactly; the report must not call that reproduced."""
+    from sftdpo.report.questions import compare
+    from sftdpo.report.results import Record
+
+    def rec(regime, seed, acc, yes):
+        axes = {"task": "paraphrase", "regime": regime, "params": "fft", "seed": seed}
+        return Record(f"{regime}-{seed}", axes, {"test": {"accuracy": acc, "predicted_yes": yes}}, tmp_path)
+
+    claim = Claim("DPO alone matches SFT", "none", 0.01)
+    flat = compare("Q2", [rec("dpo", s, 0.63, 0.0) for s in (1, 2)], [rec("sft", s, 0.63, 0.0) for s in (1, 2)],
+                   "dpo - sft", claim)
+    assert flat.one_class and flat.verdict == "degenerate"
+    mixed = compare("Q2", [rec("dpo", s, 0.63, 0.0) for s in (1, 2)], [rec("sft", 1, 0.63, 0.2),
+                                                                       rec("sft", 2, 0.64, 0.0)],
+                    "dpo - sft", claim)
+    assert mixed.one_class  # dpo always says "no"
+    real = compare("Q2", [rec("dpo", 1, 0.70, 0.3), rec("dpo", 2, 0.71, 0.0)],
+                   [rec("sft", 1, 0.70, 0.2), rec("sft", 2, 0.705, 0.25)], "dpo - sft", claim)
+    assert not real.one_class and real.verdict != "degenerate"

@@ -148,9 +148,25 @@ def test_quick_base_per_task(grids):
         cfg = cell.config
         assert cfg.model == "builtin:mini"
         if cfg.task == "paraphrase":
-            assert (cfg.sft.epochs, cfg.dpo_optim.epochs, cfg.data.train_size) == (2, 1, 800)
+            assert (cfg.sft.epochs, cfg.dpo_optim.epochs, cfg.data.train_size) == (1, 1, 2000)
+            lrs = {"fft": (1e-3, 1e-3), "lora": (3e-3, 3e-3)}[cfg.params]
+            assert (cfg.sft.lr, cfg.dpo_optim.lr) == lrs  # the per-parameterisation blocks
         else:
-            assert (cfg.sft.epochs, cfg.dpo_optim.epochs) == (6, 2)
+            assert (cfg.sft.epochs, cfg.dpo_optim.epochs) == (4, 1)
+            assert cfg.sft.lr == {"fft": 5e-4, "lora": 2e-3}[cfg.params]  # train.yaml's, untouched
+
+
+def test_base_blocks_per_params_apply_to_their_cells_only(tmp_path):
+    from sftdpo.study.grid import expand, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nmodel: builtin:tiny\ntasks: [paraphrase]\nregimes: [sft]\nseeds: [1]\n"
+                    "base:\n  all: {sft: {epochs: 2}, params_lora: {sft: {lr: 0.5}}}\n"
+                    "  paraphrase: {params_fft: {sft: {lr: 0.25}}, params_lora: {sft: {epochs: 3}},\n"
+                    "               lora: {dropout: 0.0}}\n")
+    cells = {c.config.params: c.config for c in expand(load_spec(file=path))}
+    assert (cells["fft"].sft.lr, cells["fft"].sft.epochs) == (0.25, 2)
+    assert (cells["lora"].sft.lr, cells["lora"].sft.epochs, cells["lora"].lora.dropout) == (0.5, 3, 0.0)
 
 
 def test_handoff_zero_means_all_sft_epochs(grids):

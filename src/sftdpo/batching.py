@@ -66,3 +66,11 @@ def model_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: i
     """(B, K, V) logits of the last `keep` positions of a left-padded batch (0 = all positions)."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  position_ids=batch["position_ids"], logits_to_keep=keep).logits
+
+
+def by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Index batches of similar length (sorted longest first) for inference, where order does not
+    matter: little padding. Scatter the results back with `torch.cat(parts)[inverse]`, where inverse
+    is `torch.argsort(torch.tensor([i for b in batches for i in b]))`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

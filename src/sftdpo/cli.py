@@ -168,6 +168,9 @@ def _add_train_parser(sub) -> None:
                     help="any config value, e.g. --set dpo.beta=0.5 (repeatable)")
     tr.add_argument("--report-to", choices=REPORT_TO, default="none",
                     help="also send every logged step to this tracker (accelerate; TensorBoard: RUN_DIR/tracking)")
+    tr.add_argument("--mixed-precision", choices=["auto", "no", "bf16"],
+                    help="training precision (default: $ACCELERATE_MIXED_PRECISION, as set by `accelerate launch "
+                         "--mixed_precision`, else auto: bf16 on a CUDA GPU that supports it, else no)")
     for flag, _, typ, text in TRAIN_OPTIONS:
         tr.add_argument(flag, type=typ, help=text)
     _add_data_dir(tr)
@@ -193,6 +196,20 @@ def _add_study_parser(sub) -> None:
     st.add_argument("--tflops", type=float, default=100.0,
                     help="--dry-run: effective training throughput in TFLOP/s (default 100: a bf16 H100 at ~25-30%%)")
     st.add_argument("--list", action="store_true", help="--dry-run: also print every cell's key")
+    st.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: cells one after another in this process (default); ray: cells as Ray tasks "
+                         "on a local Ray instance or a cluster (pip install -e \".[ray]\"); this process "
+                         "alone writes DIR/study.sqlite, so resume works the same")
+    st.add_argument("--ray-address", metavar="ADDR",
+                    help="--executor ray: a running cluster (auto, HOST:6379, ray://HOST:10001); "
+                         "default: $RAY_ADDRESS, else start a local Ray instance")
+    st.add_argument("--cpus-per-cell", type=float, metavar="N", help="--executor ray: CPUs per cell (default 1)")
+    st.add_argument("--gpus-per-cell", type=float, metavar="N",
+                    help="--executor ray: GPUs per cell, fractions pack cells on a GPU "
+                         "(default: 1 if the cluster has GPUs, else 0)")
+    st.add_argument("--mixed-precision", choices=["auto", "no", "bf16"],
+                    help="training precision of every cell (default: $ACCELERATE_MIXED_PRECISION, else auto: "
+                         "bf16 on a CUDA GPU that supports it, else no)")
     _add_data_dir(st)
     st.set_defaults(func=cmd_study)
 
@@ -218,6 +235,9 @@ def cmd_study(args) -> int:
         for line in estimate(cells, data_root, args.tflops) + ([c.key for c in cells] if args.list else []):
             print(line)
         return 0
+    from .study.executors import make_executor
+
+    executor = make_executor(args.executor, args.ray_address, args.cpus_per_cell, args.gpus_per_cell)
     total = len(expand(spec))
     bar = tqdm(total=total, desc=f"study {spec.name}", unit="cell", disable=args.quiet, dynamic_ncols=True)
 
@@ -227,8 +247,9 @@ def cmd_study(args) -> int:
         line = f"[{done}/{total}] {result.key}: {result.status} {result.summary} in {result.seconds:.0f} s"
         bar.write(line) if not args.quiet else print(line)
 
-    store = run_study(spec, out, data_root, progress=not args.quiet, on_result=on_result,
-                      cell_runner=functools.partial(run_cell, report_to=args.report_to))
+    runner = functools.partial(run_cell, report_to=args.report_to, mixed_precision=args.mixed_precision)
+    store = run_study(spec, out, data_root, progress=not args.quiet and args.executor == "local",
+                      on_result=on_result, cell_runner=runner, executor=executor)
     bar.close()
     counts = store.counts()
     print(f"study {spec.name} in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -290,10 +311,14 @@ def cmd_train(args) -> int:
     from .data.datadir import resolve_data_dir
     from .regimes import train
 
+    if args.save_every < 0:
+        raise _usage(f"--save-every must be >= 0 (0: save at epoch ends only), got {args.save_every}")
     cfg = train_config_from_args(args)
     out = Path(args.out or f"runs/{cfg.task}-{cfg.regime}-{cfg.params}-s{cfg.seed}")
     metrics = train(cfg, out, resolve_data_dir(args.data_dir), resume=args.resume, progress=not args.quiet,
-                    save_every=args.save_every, report_to=args.report_to)
+                    save_every=args.save_every, report_to=args.report_to, mixed_precision=args.mixed_precision)
+    if not metrics:  # a non-main process of `accelerate launch`: the main one reports
+        return 0
     split = "test"
     shown = {k: v for k, v in metrics[split].items() if isinstance(v, float)}
     print(f"{cfg.task} {cfg.regime} {cfg.params}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
@@ -332,8 +357,12 @@ def cmd_data_check(args) -> int:
     from .data.check import check_data_dir, format_report
     from .data.datadir import resolve_data_dir
 
-    summary, problems = check_data_dir(resolve_data_dir(args.data_dir))
+    root = resolve_data_dir(args.data_dir)
+    summary, problems = check_data_dir(root)
     print(format_report(summary, problems))
+    if problems:  # the report above lists them all; the error line names the first
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        print(f"sftdpo: error: {problems[0]}{more}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -433,6 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the environment: a full disk, an unwritable or vanished path
+        if args.debug:
+            raise
+        from .io import is_disk_full, write_error
+
+        where = e.filename or "a file"
+        message = (write_error(where, e) if is_disk_full(e) else
+                   f"{e.strerror or e}: {where}; check that the path exists and is writable (--debug: traceback)")
+        print(f"sftdpo: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Unknown keys and wrong types are errors naming the key. Nothing is ever eval'd.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class OptimConfig:
     """Gradient clipping norm; 0 turns clipping off."""
     min_lr_ratio: float = 0.1
     """Cosine decay ends at this fraction of lr."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (seeded, micro-batch order still shuffled), so little
+    compute goes to padding (TRL: group_by_length)."""
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs must be at least 1")
@@ -122,7 +126,7 @@ class DataConfig:
     train_size: float = 1.0
     """Training examples: a fraction in (0, 1], or a count if > 1."""
     dev_size: int = 0
-    """Dev examples used for the per-epoch curve and checkpoint choice (0 = all)."""
+    """Dev examples used for the per-epoch curve, the checkpoint choice and the final dev score (0 = all)."""
     max_length: int = 256
     """Longest training sequence in tokens; longer ones are cut from the right."""
     both_orders: bool = False
@@ -130,7 +134,7 @@ class DataConfig:
     eval_samples: int = 1
     """Sonnet: sampling rounds for the final chrF."""
     test_size: int = 0
-    """Paraphrase: score only the first N dev/test pairs at the end (0 = all; for smoke runs)."""
+    """Paraphrase: score only the first N test pairs at the end (0 = all; for quick runs)."""
 
     def __post_init__(self):
         _check(self.train_size > 0, f"train_size must be > 0 (a fraction in (0, 1] or a count), got {self.train_size}")
@@ -177,8 +181,11 @@ class TrainConfig:
         _check(self.task in TASKS, f"unknown task '{self.task}'; choose {', '.join(TASKS)}")
         _check(self.regime in REGIMES, f"unknown regime '{self.regime}'; choose {', '.join(REGIMES)}")
         _check(self.params in PARAMS, f"unknown params '{self.params}'; choose {', '.join(PARAMS)}")
-        _check(0 <= self.handoff_epoch <= self.sft.epochs,
-               f"handoff_epoch {self.handoff_epoch} is beyond sft.epochs {self.sft.epochs}")
+        _check(self.handoff_epoch >= 0, f"handoff_epoch must be >= 0 (0 = after all SFT epochs), "
+                                        f"got {self.handoff_epoch}")
+        _check(self.handoff_epoch <= self.sft.epochs,
+               f"handoff_epoch {self.handoff_epoch} is beyond sft.epochs {self.sft.epochs}; "
+               "lower it or raise sft.epochs (--epochs)")
 
     @property
     def sft_epochs_run(self) -> int:
@@ -204,6 +211,15 @@ def to_dict(cfg) -> dict:
 
 def from_dict(cls, data: dict, where: str = ""):
     """Build dataclass cls from a nested dict; unknown keys and wrong types are UsageErrors."""
+    kwargs = _checked_kwargs(cls, data, where)
+    try:
+        return cls(**kwargs)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}" if where else str(e)) from None
+
+
+def _checked_kwargs(cls, data: dict, where: str = "") -> dict:
+    """cls's keyword arguments from a (partial) mapping: every key known, every value coerced."""
     if not isinstance(data, dict):
         raise UsageError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -214,10 +230,7 @@ def from_dict(cls, data: dict, where: str = ""):
         if key not in names:
             raise UsageError(f"unknown config key '{path}'; known keys here: {', '.join(sorted(names))}")
         kwargs[key] = _coerce(hints[key], value, path)
-    try:
-        return cls(**kwargs)
-    except UsageError as e:
-        raise UsageError(f"{where}: {e}" if where else str(e)) from None
+    return kwargs
 
 
 def _coerce(tp, value, path: str):
@@ -249,6 +262,8 @@ def _coerce(tp, value, path: str):
             number = float(value)
         except (TypeError, ValueError):
             raise UsageError(f"config key '{path}' must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise UsageError(f"config key '{path}' must be a finite number, got {value!r}")
         if tp is int:
             if not number.is_integer():
                 raise UsageError(f"config key '{path}' must be a whole number, got {value!r}")
@@ -290,8 +305,19 @@ def read_yaml(path: Path) -> dict:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UsageError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {path} is not UTF-8 text (bad byte at offset {e.start}); "
+                         "save it as UTF-8 YAML") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start and (start.line, start.column) != (mark.line, mark.column):
+            what += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+        raise UsageError(f"config file {path} is not valid YAML{where}: {what}; fix the YAML syntax there") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror or e}; pass a readable YAML file") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values")
     return data
@@ -310,6 +336,11 @@ def load_config(file: Path | None = None, overrides: dict | None = None,
     """Defaults <- task/backbone preset <- YAML file <- overrides dict <- dotted overrides."""
     tree = to_dict(TrainConfig())
     user: dict = read_yaml(file) if file else {}
+    if file:  # unknown keys and bad values of the file itself are named with the file
+        try:
+            _checked_kwargs(TrainConfig, user)
+        except UsageError as e:
+            raise UsageError(f"config file {file}: {e}") from None
     user = merge(user, overrides or {})
     for item in dotted or []:
         keys, value = parse_override(item)

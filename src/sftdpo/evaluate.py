@@ -13,6 +13,13 @@ from .tasks import Task, get_task
 log = logging.getLogger(__name__)
 
 
+def default_device() -> str:
+    """Where evaluation runs: the (current) CUDA GPU if there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def make_task(name: str, data_root: Path, tokenizer, eval_file: str | None = None,
               prompts: str | None = None, references: str | None = None) -> Task:
     """A task instance, with the per-task evaluation-data overrides that apply to it."""
@@ -39,6 +46,7 @@ def evaluate_model(model_ref: str, data_root: Path, tasks: list[str], split: str
     """Metrics of a model reference (builtin:SIZE, folder or hub name) on each named task."""
     model, tokenizer = load_model_and_tokenizer(resolve_model(model_ref, data_root, progress),
                                                 trust_remote_code=trust_remote_code)
+    model.to(default_device())
     results = {}
     for name in tasks:
         task = make_task(name, data_root, tokenizer, eval_file, prompts, references)
@@ -49,20 +57,22 @@ def evaluate_model(model_ref: str, data_root: Path, tasks: list[str], split: str
 
 def evaluate_checkpoint(model_dir: Path, cfg, data_root: Path, run_dir: Path | None = None,
                         split: str | None = None, eval_file: str | None = None, prompts: str | None = None,
-                        references: str | None = None, samples: int | None = None) -> dict:
+                        references: str | None = None, samples: int | None = None, device=None) -> dict:
     """A trained model's metrics: {"dev": ..., "test": ..., "baselines": ...} (only `split` if given).
 
     Per-example outputs (predictions.json, generations.jsonl) are written when run_dir is given.
+    The model runs on `device` (default: the CUDA GPU if there is one, else the CPU).
     """
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    model.to(device or default_device())
     task = make_task(cfg.task, data_root, tokenizer, eval_file, prompts, references)
     samples = samples or cfg.data.eval_samples
     splits = [split] if split else (["dev", "test"] if cfg.task == "paraphrase" else ["test"])
     out: dict = {}
     for name in splits:
         start = time.perf_counter()
-        out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples,
-                                  limit=cfg.data.test_size or None)
+        limit = cfg.data.dev_size if name == "dev" else cfg.data.test_size
+        out[name] = task.evaluate(model, split=name, seed=cfg.seed, samples=samples, limit=limit or None)
         out[name]["eval_seconds"] = round(time.perf_counter() - start, 2)
         if run_dir is not None:
             save_outputs(Path(run_dir), name, task.last_outputs)

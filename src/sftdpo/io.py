@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,20 +13,54 @@ from pathlib import Path
 from .errors import DataError
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error (OSError, or a library's wrapped one) says the disk or quota is full."""
+    if isinstance(error, OSError):
+        return error.errno in DISK_FULL
+    text = str(error)
+    return any(s in text for s in ("No space left", "StorageFull", "os error 28", "Disk quota exceeded"))
+
+
+def write_error(path: Path, error: BaseException) -> DataError:
+    """The one-line error for a failed write: the disk is full, or the path is not writable."""
+    if is_disk_full(error):
+        return DataError(f"the disk is full: no space left to write {path}; free some space and run the "
+                         "command again (a stopped `sftdpo train` continues with --resume)")
+    reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    return DataError(f"could not write {path}: {reason}; check that the folder is writable and has space")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to path so that a reader (or a crash) sees the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise DataError(f"could not write {path}: {e.strerror or e}; check free space and permissions") from e
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from e
+
+
+PARTIAL_WRITE = re.compile(r"^\..+\.[a-z0-9_]{8}$")
+"""The name of atomic_write_bytes's temporary file (mkstemp: '.NAME.' + 8 random characters)."""
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes cut short by a kill (only one process writes a run)."""
+    stale = [p for p in Path(folder).rglob(".*") if p.is_file() and PARTIAL_WRITE.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: Path, text: str) -> None:

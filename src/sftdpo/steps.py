@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .batching import IGNORE_INDEX, left_padded, logits_to_keep, model_logits, prompt_completion_batch
+from .batching import IGNORE_INDEX, by_length, left_padded, logits_to_keep, model_logits, prompt_completion_batch
 from .config import DPOConfig
 from .losses import dpo_loss, sequence_logps, sft_loss
 from .tasks.base import PreferencePair, SFTExample
@@ -91,6 +91,8 @@ def make_dpo_step(cfg: DPOConfig, reference: Callable[[Batch], tuple[torch.Tenso
                       "rewards/rejected": rejected_rewards.mean().item(),
                       "rewards/margins": margins.mean().item(),
                       "rewards/accuracies": (margins > 0).float().mean().item(),
+                      "logratios/chosen": (policy_chosen_logps.detach() - ref_chosen_logps).mean().item(),
+                      "logratios/rejected": (policy_rejected_logps.detach() - ref_rejected_logps).mean().item(),
                       "logps/chosen": policy_chosen_logps.detach().mean().item(),
                       "logps/rejected": policy_rejected_logps.detach().mean().item()}
 
@@ -133,14 +135,16 @@ def compute_reference_logps(model: torch.nn.Module, pairs: Sequence[PreferencePa
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
-    for i in range(0, len(pairs), batch_size):
-        batch = collate_pairs(pairs[i:i + batch_size], pad_id, max_length)
+    batches = by_length([len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs], batch_size)
+    for index in batches:
+        batch = collate_pairs([pairs[i] for i in index], pad_id, max_length)
         batch = {k: v.to(device) for k, v in batch.items()}
         c, r, _ = pair_logps(model, batch)
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
     model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    inverse = torch.argsort(torch.tensor([i for b in batches for i in b], dtype=torch.long))
+    return torch.cat(chosen)[inverse], torch.cat(rejected)[inverse]
 
 
 __all__ = ["collate_pairs", "collate_sft", "compute_reference_logps", "count_tokens", "live_reference",

@@ -87,7 +87,7 @@ def read_text_utf8(path: Path, what: str = "file") -> str:
     """Read ``path`` as UTF-8 text (BOM dropped); DataError with the offset/line if not."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{what} {path} not found")
+        raise DataError(f"{what} {path} not found; check the path")
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
@@ -158,6 +158,8 @@ def read_pairs_with_lines(path: Path | str) -> tuple[list[QuoraPair], list[int],
             f"{path} line {reader.line_num}: cannot parse ({e}); check its quoting "
             f"({LAYOUTS})"
         ) from None
+    except DataError as e:
+        raise DataError(f"Quora file {path} {e}") from None
     rows = len(pairs) + skips.count
     if rows == 0:
         raise DataError(f"Quora file {path} has a header but no rows")
@@ -179,6 +181,12 @@ def _read_rows(
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) != n_fields:
+            if prev_end - start + 1 > MAX_SKIP_ROWS:  # one "row" swallowing many lines: a stray quote
+                raise DataError(
+                    f"line {start}: a quoted field opened here runs to line {prev_end}, swallowing "
+                    f"{prev_end - start + 1} lines ({len(row)} fields, expected {n_fields}); a stray or "
+                    f"unclosed '\"' (or a file cut off inside a quote): close or remove that quote"
+                )
             skips.add(start, f"malformed row ({len(row)} fields, expected {n_fields})")
             continue
         raw_label = row[cols["label"]].strip()

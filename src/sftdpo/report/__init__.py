@@ -57,7 +57,8 @@ def answers_section(records: list[Record]) -> str:
            "Differences are paired by seed. The interval is a two-level bootstrap over seeds and test "
            "examples (prompts for sonnets) where per-example outputs exist, otherwise Student t over the "
            "seed-paired differences; both are shown. A verdict is *inconclusive* when the interval allows "
-           "both readings.\n"]
+           "both readings, and *degenerate* when a side answers one class for every test pair in every "
+           "seed (it sits at the majority-class baseline, so the comparison says nothing).\n"]
     for q, title in QUESTIONS.items():
         out.append(f"### {q}. {title}\n")
         rows = [[a.task, a.comparison, a.metric, f"{a.interval.mean:+.4f}",
@@ -84,6 +85,10 @@ def cost_ratio_table(costs: list[dict]) -> str:
                       "FLOPs"], rows))
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def collapse_table(records: list[Record]) -> str:
     """The collapse signature per sonnet DPO condition."""
     rows = []
@@ -92,8 +97,9 @@ def collapse_table(records: list[Record]) -> str:
             continue
         pairs = group[0].metrics.get("stages", {}).get("dpo", {}).get("pairs", {})
         dpo_rows = [r for r in group[0].log() if r.get("stage") == "dpo"]
-        drift = dpo_rows[-1]["logps/chosen"] - dpo_rows[0]["logps/chosen"] if dpo_rows else float("nan")
-        margin = dpo_rows[-1]["rewards/margins"] if dpo_rows else float("nan")
+        tail = dpo_rows[-max(1, len(dpo_rows) // 4):]  # the last quarter of the steps: less batch noise
+        drift = _mean([r.get("logratios/chosen", float("nan")) for r in tail])
+        margin = _mean([r["rewards/margins"] for r in tail])
         rows.append([label(cond), f"{pairs.get('unique_prompts_per_pair', float('nan')):.3f}",
                      f"{margin:+.3f}", f"{drift:+.2f}",
                      fmt(t_interval([r.test("chrf") for r in group]), digits=2),
@@ -101,9 +107,10 @@ def collapse_table(records: list[Record]) -> str:
                      fmt(t_interval([r.test("repetition") for r in group]))])
     if not rows:
         return ""
-    return ("Collapse signature of the sonnet DPO runs (first seed for the log columns): few unique prompts "
-            "per pair, growing margins while the chosen log-prob falls, and repetition in samples.\n\n"
-            + _table(["condition", "unique prompts / pair", "final margin", "chosen log-prob drift",
+    return ("Collapse signature of the sonnet DPO runs (first seed for the log columns, averaged over the "
+            "last quarter of its DPO steps): few unique prompts per pair, growing margins while the chosen "
+            "answers' log-prob falls below the reference's, and repetition in samples.\n\n"
+            + _table(["condition", "unique prompts / pair", "final margin", "chosen log-ratio to reference",
                       "chrF", "distinct-2", "repetition"], rows))
 
 
@@ -147,11 +154,25 @@ def cost_section(records: list[Record]) -> str:
                                            "trainable params", "FLOPs"], rows)
 
 
+def health_section(records: list[Record]) -> str:
+    """Runs whose training diverged (loss far above its start) or skipped NaN/inf steps; '' if none."""
+    diverged = [r.key for r in records if r.metrics.get("diverged")]
+    skipped = [f"{r.key} ({r.metrics['skipped_steps']})" for r in records if r.metrics.get("skipped_steps")]
+    lines = []
+    if diverged:
+        lines.append(f"**Diverged runs** (smoothed training loss over 3x its start; their metrics are in the "
+                     f"tables, read them with care): {', '.join(diverged)}.")
+    if skipped:
+        lines.append(f"Runs that skipped steps with a NaN/inf loss or gradient (steps skipped): {', '.join(skipped)}.")
+    return "\n\n".join(lines) + "\n" if lines else ""
+
+
 def results_csv(records: list[Record]) -> str:
     out = io.StringIO()
     axes = ["task", "regime", "params", "lora_rank", "handoff_epoch", "train_size", "pairs", "loss", "seed"]
     values = ["accuracy", "f1", "chrf", "nll", "distinct_2", "repetition"]
-    costs = ["train_seconds", "seconds_per_step", "tokens_per_s", "peak_memory_mb", "trainable_params", "flops"]
+    costs = ["train_seconds", "seconds_per_step", "tokens_per_s", "peak_memory_mb", "trainable_params", "flops",
+             "diverged", "skipped_steps"]
     writer = csv.writer(out)
     writer.writerow(["key"] + axes + [f"test_{v}" for v in values] + costs)
     for r in records:
@@ -182,7 +203,7 @@ def build_report(study_dir: Path) -> Path:
     status = (f"**Partial results: {counts['done']} of {total} cells done** "
               f"({counts['running']} running, {counts['pending']} pending, {counts['failed']} failed).\n"
               if partial else f"All {total} cells done.\n")
-    text = "\n".join([f"# sftdpo study report: {study_dir.name}\n", status,
+    text = "\n".join([f"# sftdpo study report: {study_dir.name}\n", status, *filter(None, [health_section(records)]),
                       answers_section(records),
                       task_section(records, "paraphrase", made["paraphrase"]),
                       task_section(records, "sonnet", made["sonnet"]),

@@ -88,15 +88,17 @@ def dpo_dynamics(records: list[Record], task: str, path: Path) -> Path | None:
         steps = [row["step"] for row in rows]
         color = f"C{i % 10}"
         ax1.plot(steps, [row["rewards/margins"] for row in rows], color=color, label=label(cond))
-        ax2.plot(steps, [row["logps/chosen"] for row in rows], color=color, label=f"{label(cond)} chosen")
-        ax2.plot(steps, [row["logps/rejected"] for row in rows], color=color, linestyle="--",
+        ax2.plot(steps, [row.get("logratios/chosen", math.nan) for row in rows], color=color,
+                 label=f"{label(cond)} chosen")
+        ax2.plot(steps, [row.get("logratios/rejected", math.nan) for row in rows], color=color, linestyle="--",
                  label=f"{label(cond)} rejected")
     ax1.set_title(f"{task}: DPO reward margin (first seed)")
     ax1.set_xlabel("DPO step")
     ax1.set_ylabel("beta * (chosen - rejected log-ratio)")
-    ax2.set_title("policy log-probs: chosen (solid), rejected (dashed)")
+    ax2.set_title("policy - reference log-prob: chosen (solid), rejected (dashed)")
     ax2.set_xlabel("DPO step")
-    ax2.set_ylabel("sequence log-prob")
+    ax2.set_ylabel("sequence log-ratio (nats)")
+    ax2.axhline(0, color="grey", linewidth=0.8)
     ax1.legend(fontsize=7)
     return _save(fig, path)
 

@@ -34,10 +34,21 @@ class Answer:
     interval: Interval
     seed_interval: Interval | None
     claim: Claim | None
+    one_class: bool = False
+    """A side predicts one class for every test example in every seed (the majority-class baseline)."""
 
     @property
     def verdict(self) -> str:
+        if self.one_class and self.claim:
+            return "degenerate"
         return verdict(self.interval, self.claim) if self.claim else "no stated claim"
+
+
+def predicts_one_class(group: list[Record]) -> bool:
+    """Paraphrase runs that answer `yes` always or `no` always, in every seed: no comparison says
+    anything about them (two such conditions 'match' exactly)."""
+    return all(r.task == "paraphrase" and r.metrics.get("test", {}).get("predicted_yes") in (0.0, 1.0)
+               for r in group)
 
 
 def _seed_values(group: list[Record], metric: str) -> dict[int, float]:
@@ -54,7 +65,8 @@ def compare(question: str, a: list[Record], b: list[Record], comparison: str, cl
         return None
     seed_interval = paired_t_interval(va, vb)
     interval = _bootstrap(a, b, metric) or seed_interval
-    return Answer(question, task, comparison, metric, interval, seed_interval, claim)
+    return Answer(question, task, comparison, metric, interval, seed_interval, claim,
+                  one_class=predicts_one_class(a) or predicts_one_class(b))
 
 
 def _bootstrap(a: list[Record], b: list[Record], metric: str) -> Interval | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import TrainConfig, load_config, merge, read_yaml, to_dict
+from ..config import PARAMS, TrainConfig, load_config, merge, read_yaml, to_dict
 from ..errors import UsageError
 
 PRESETS = ("smoke", "quick", "paper")
@@ -108,8 +108,13 @@ def expand(spec: StudySpec) -> list[Cell]:
 
 
 def cell_config(spec: StudySpec, axes: dict) -> TrainConfig:
-    """The TrainConfig of a cell: preset <- base['all'] <- base[task] <- the cell's axes."""
-    tree = merge(spec.base.get("all", {}), spec.base.get(axes["task"], {}))
+    """The TrainConfig of a cell: preset <- base['all'] <- base[task] <- the cell's axes; in each base
+    level, a `params_fft:` or `params_lora:` block applies to that parameterisation only."""
+    tree: dict = {}
+    blocks = {f"params_{p}": p for p in PARAMS}
+    for level in (spec.base.get("all", {}), spec.base.get(axes["task"], {})):
+        common = {k: v for k, v in level.items() if k not in blocks}
+        tree = merge(merge(tree, common), level.get(f"params_{axes['params']}", {}))
     tree = merge(tree, {"task": axes["task"], "regime": axes["regime"], "params": axes["params"],
                         "model": spec.model, "seed": axes["seed"]})
     if axes["train_size"] is not None:
@@ -146,6 +151,10 @@ def load_spec(preset: str | None = None, file: Path | None = None, model: str | 
         data = yaml.safe_load(resources.files("sftdpo").joinpath("presets", f"study-{preset}.yaml").read_text())
     else:
         data = read_yaml(file)
+        try:  # the file's own unknown keys and bad values are named with the file
+            spec_from_dict(data)
+        except UsageError as e:
+            raise UsageError(f"config file {file}: {e}") from None
     from ..config import parse_override, set_path
 
     for item in overrides or []:

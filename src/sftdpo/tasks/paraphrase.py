@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from ..batching import left_padded, model_logits
+from ..batching import by_length, left_padded, model_logits
 from ..data.datadir import DataDir, load_quora
 from ..data.quora import QuoraPair, read_pairs, split_pairs
 from ..errors import UsageError
@@ -80,13 +80,15 @@ class ParaphraseTask(Task):
         model.eval()
         device = next(model.parameters()).device
         columns = torch.tensor([self.label_ids[0], self.label_ids[1]], device=device)
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            batch = {k: v.to(device) for k, v in left_padded(prompts[i:i + batch_size],
+        out, batches = [], by_length([len(p) for p in prompts], batch_size)
+        for index in batches:
+            batch = {k: v.to(device) for k, v in left_padded([prompts[i] for i in index],
                                                               self.tokenizer.pad_token_id).items()}
             last = model_logits(model, batch, keep=1)[:, -1]  # (B, V)
             out.append(torch.log_softmax(last.float(), dim=-1)[:, columns].cpu())
-        return torch.cat(out)
+        if not out:
+            return torch.empty(0, 2)
+        return torch.cat(out)[torch.argsort(torch.tensor([i for b in batches for i in b]))]
 
     def evaluate(self, model, split: str = "test", seed: int = 0, batch_size: int = 64,
                  limit: int | None = None, **options) -> dict[str, float]:
