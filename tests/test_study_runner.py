@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 import sftdpo.loop
 import sftdpo.regimes
@@ -497,3 +498,41 @@ def test_killed_study_report_equals_the_uninterrupted_one(killed_study, referenc
     killed = (killed_study["out"] / "report.md").read_text()
     reference = (reference_study[0] / "report.md").read_text()
     assert _metric_sections(killed).split("\n", 1)[1] == _metric_sections(reference).split("\n", 1)[1]
+
+
+def test_study_killed_three_times_at_seeded_moments_ends_like_an_uninterrupted_one(
+        tmp_path, data_root: Path, tiny_backbone: Path, reference_study):
+    """SIGKILL `study` at 3 seeded moments (each after some more cells, plus a random delay into the
+    next one), rerun each time; then: every file loads, every cell done once, the same metrics."""
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "sftdpo.cli", "study", *SMOKE_ARGS, "--out", str(out),
+               "--data-dir", str(data_root)]
+    env = {**os.environ, "SFTDPO_CACHE_DIR": os.environ["SFTDPO_CACHE_DIR"], "OMP_NUM_THREADS": "1"}
+    rng = random.Random(KILL_SEED + 1)
+    done = 0
+    for kill in range(3):
+        want, delay = min(done + rng.randint(1, 3), SMOKE_CELLS - 1), rng.uniform(0.0, 1.5)
+        stderr = tmp_path / f"kill{kill}.stderr"
+        with open(stderr, "w") as err:
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                done = wait_for_done(proc, out / "study.sqlite", want, stderr)
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        for path in out.rglob("*.json"):  # every file a kill can leave must still load
+            json.loads(path.read_text())
+        for path in out.rglob("*.safetensors"):
+            load_file(str(path))
+    final_run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert final_run.returncode == 0, final_run.stderr[-3000:]
+    got, want_rows = read_store(out), read_store(reference_study[0])
+    assert list(got) == list(want_rows)
+    for key, row in got.items():
+        assert row["status"] == "done" and 1 <= row["attempts"] <= 4, (key, row)
+        assert without_timing(row["metrics"]) == without_timing(want_rows[key]["metrics"]), key
+        steps = [(r["stage"], r["step"]) for r in read_jsonl(out / "runs" / key / "log.jsonl")]
+        assert len(steps) == len(set(steps)), key  # no step logged twice
