@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 
 from sftdpo.cli import main
 from sftdpo.data.sonnets import read_sonnets
@@ -17,29 +16,22 @@ from sftdpo.io import read_json
 pytestmark = pytest.mark.usefixtures("small_paraphrase_splits")
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def paraphrase_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path, tiny_backbone: Path):
     """(run_dir, exit code, stdout) of one small `sftdpo train` of paraphrase SFT."""
     run_dir = tmp_path_factory.mktemp("cli-para") / "run"
-    rc, out, _ = _main(["train", "--task", "paraphrase", "--regime", "sft", "--model", "builtin:tiny",
-                        "--train-size", "32", "--dev-size", "16", "--epochs", "1", "--out", str(run_dir),
-                        "--data-dir", str(data_root), "--quiet"])
+    rc, out, _ = run_main(["train", "--task", "paraphrase", "--regime", "sft", "--model", "builtin:tiny",
+                           "--train-size", "32", "--dev-size", "16", "--epochs", "1", "--out", str(run_dir),
+                           "--data-dir", str(data_root), "--quiet"])
     return run_dir, rc, out
 
 
 @pytest.fixture(scope="module")
 def sonnet_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path, tiny_backbone: Path) -> Path:
     run_dir = tmp_path_factory.mktemp("cli-sonnet") / "run"
-    rc, _, err = _main(["train", "--task", "sonnet", "--regime", "sft", "--model", "builtin:tiny",
-                        "--train-size", "8", "--epochs", "1", "--eval-samples", "1", "--out", str(run_dir),
-                        "--data-dir", str(data_root), "--quiet"])
+    rc, _, err = run_main(["train", "--task", "sonnet", "--regime", "sft", "--model", "builtin:tiny",
+                           "--train-size", "8", "--epochs", "1", "--eval-samples", "1", "--out", str(run_dir),
+                           "--data-dir", str(data_root), "--quiet"])
     assert rc == 0, err
     return run_dir
 
@@ -71,8 +63,8 @@ def test_train_options_reach_the_config(paraphrase_run) -> None:
 
 def test_eval_run_prints_one_json_object(paraphrase_run, data_root: Path) -> None:
     run_dir, _, _ = paraphrase_run
-    rc, out, err = _main(["eval", "--run", str(run_dir), "--split", "dev", "--json",
-                          "--data-dir", str(data_root), "--quiet"])
+    rc, out, err = run_main(["eval", "--run", str(run_dir), "--split", "dev", "--json",
+                             "--data-dir", str(data_root), "--quiet"])
     assert rc == 0, err
     assert len(out.strip().splitlines()) == 1
     result = json.loads(out)
@@ -137,9 +129,9 @@ def test_config_file_values_are_used_and_flags_win(tmp_path: Path, data_root: Pa
 
     monkeypatch.setattr(sftdpo.regimes, "train", fake_train)
     config = _write(tmp_path / "run.yaml", "sft:\n  epochs: 4\n  lr: 0.01\n  batch_size: 2\ndpo:\n  beta: 0.2\n")
-    rc, _, err = _main(["train", "--task", "paraphrase", "--regime", "sft", "--model", "builtin:tiny",
-                        "--config", str(config), "--lr", "0.02", "--batch-size", "3", "--set", "sft.batch_size=5",
-                        "--out", str(tmp_path / "run"), "--data-dir", str(data_root), "--quiet"])
+    rc, _, err = run_main(["train", "--task", "paraphrase", "--regime", "sft", "--model", "builtin:tiny",
+                           "--config", str(config), "--lr", "0.02", "--batch-size", "3", "--set", "sft.batch_size=5",
+                           "--out", str(tmp_path / "run"), "--data-dir", str(data_root), "--quiet"])
     assert rc == 2 and "stop here" in err
     cfg = seen["cfg"]
     assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.batch_size, cfg.dpo.beta) == (4, 0.02, 5, 0.2)
@@ -148,8 +140,8 @@ def test_config_file_values_are_used_and_flags_win(tmp_path: Path, data_root: Pa
 def test_generate_writes_one_sonnet_per_prompt(sonnet_run: Path, data_root: Path, tmp_path: Path) -> None:
     prompts_file = data_root / "sonnets" / "sonnets_held_out_dev.txt"
     out_file = tmp_path / "generated.txt"
-    rc, out, err = _main(["generate", "--run", str(sonnet_run), "--prompts", str(prompts_file),
-                          "--out", str(out_file), "--data-dir", str(data_root), "--quiet"])
+    rc, out, err = run_main(["generate", "--run", str(sonnet_run), "--prompts", str(prompts_file),
+                             "--out", str(out_file), "--data-dir", str(data_root), "--quiet"])
     assert rc == 0, err
     prompts = read_sonnets(prompts_file)
     generated = read_sonnets(out_file)

@@ -10,8 +10,6 @@ killed run is `python -m sftdpo.cli train` on the sonnets (small data, so each s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import math
@@ -26,34 +24,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import run_main, without_timing
 from safetensors.torch import load_file
 
 import sftdpo.regimes as regimes
-from sftdpo.cli import main
 from sftdpo.io import read_jsonl
 from sftdpo.loop import MAX_BAD_STEPS
 from sftdpo.params import trainable_state
 from sftdpo.steps import sft_step
 
-TIMING_KEYS = {"train_seconds", "eval_seconds", "seconds_per_step", "tokens_per_s", "peak_memory_mb", "elapsed"}
 KILL_SEED = int(os.environ.get("SFTDPO_TEST_KILL_SEED", "20240611"))
 """Seeds the moments the kill test SIGKILLs `sftdpo train` (3 kills; see test_killed_train_...)."""
-
-
-def without_timing(value):
-    """A copy of nested metrics without wall-clock fields (they differ between any two runs)."""
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def paraphrase_argv(run_dir: Path, data_root: Path, *extra: str) -> list[str]:

@@ -7,26 +7,17 @@ tokens from a random model twice costs a minute on a busy 2-core CPU, for no new
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_main
 
-from sftdpo.cli import main
 from sftdpo.config import TrainConfig, from_dict, read_yaml
 from sftdpo.io import read_json
 
 pytestmark = pytest.mark.usefixtures("small_paraphrase_splits")
-
-
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +49,9 @@ def model_folder(tmp_path_factory, data_root: Path) -> Path:
 def test_train_then_eval_a_model_folder(model_folder: Path, data_root: Path, tmp_path: Path,
                                         task, regime, params, extra, keys) -> None:
     run = tmp_path / "run"
-    rc, out, err = _main(["train", "--task", task, "--regime", regime, "--params", params,
-                          "--model", str(model_folder), "--epochs", "1", "--dpo-epochs", "1", *extra,
-                          "--out", str(run), "--data-dir", str(data_root), "--quiet"])
+    rc, out, err = run_main(["train", "--task", task, "--regime", regime, "--params", params,
+                             "--model", str(model_folder), "--epochs", "1", "--dpo-epochs", "1", *extra,
+                             "--out", str(run), "--data-dir", str(data_root), "--quiet"])
     assert rc == 0, err
     assert out.startswith(f"{task} {regime} {params}: ")
     cfg = from_dict(TrainConfig, read_yaml(run / "config.yaml"))
@@ -70,7 +61,7 @@ def test_train_then_eval_a_model_folder(model_folder: Path, data_root: Path, tmp
     assert keys <= set(metrics["test"]) and all(isinstance(metrics["test"][k], float) for k in keys)
     saved = json.loads((run / "checkpoint" / "config.json").read_text())
     assert (saved["n_layer"], saved["n_embd"], saved["vocab_size"]) == (2, 32, 600)
-    rc, out, err = _main(["eval", "--run", str(run), "--json", "--data-dir", str(data_root), "--quiet"])
+    rc, out, err = run_main(["eval", "--run", str(run), "--json", "--data-dir", str(data_root), "--quiet"])
     assert rc == 0, err
     result = json.loads(out)
     assert keys <= set(result)

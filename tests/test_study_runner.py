@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import without_timing
 from safetensors.torch import load_file
 
 import sftdpo.loop
@@ -37,18 +38,8 @@ from sftdpo.study.store import Store
 
 SMOKE_ARGS = ["--preset", "smoke", "--quiet", "--set", "seeds=1"]
 SMOKE_CELLS = 12
-TIMING_KEYS = {"train_seconds", "eval_seconds", "seconds_per_step", "tokens_per_s", "peak_memory_mb", "elapsed"}
 KILL_SEED = int(os.environ.get("SFTDPO_TEST_KILL_SEED", "20240611"))
 """Seeds the moment the kill test SIGKILLs the study (after 3..8 finished cells, plus 0..2 s)."""
-
-
-def without_timing(value):
-    """A copy of nested metrics without wall-clock fields (they differ between any two runs)."""
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
 
 
 def read_store(study_dir: Path) -> dict[str, dict]:
@@ -392,6 +383,24 @@ def wait_for_done(proc: subprocess.Popen, db: Path, want: int, stderr: Path, tim
     pytest.fail(f"fewer than {want} cells done after {timeout} s")
 
 
+def kill_study_after(command: list[str], env: dict, out: Path, cells: int, delay: float, stderr: Path) -> int:
+    """Start `command` (a study into `out`), SIGKILL it `delay` s after `cells` cells are done; the
+    number done when the wait ended. Fails if the study ended before the kill."""
+    with open(stderr, "w") as err:  # a file, not a pipe nobody reads while we poll
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            done = wait_for_done(proc, out / "study.sqlite", cells, stderr)
+            time.sleep(delay)
+            still_running = proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert still_running and proc.returncode == -signal.SIGKILL, "the study finished before the kill"
+    return done
+
+
 @pytest.fixture(scope="module")
 def killed_study(tmp_path_factory, data_root: Path, tiny_backbone: Path) -> dict:
     """`python -m sftdpo.cli study ...` SIGKILLed at a seeded random moment mid-grid, then rerun to the end."""
@@ -401,19 +410,7 @@ def killed_study(tmp_path_factory, data_root: Path, tiny_backbone: Path) -> dict
     env = {**os.environ, "SFTDPO_CACHE_DIR": os.environ["SFTDPO_CACHE_DIR"], "OMP_NUM_THREADS": "1"}
     rng = random.Random(KILL_SEED)
     after_cells, delay = rng.randint(3, 8), rng.uniform(0.0, 2.0)
-    stderr = out.parent / "first.stderr"  # a file, not a pipe nobody reads while we poll
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            wait_for_done(proc, out / "study.sqlite", after_cells, stderr)
-            time.sleep(delay)
-            still_running = proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-    assert still_running and proc.returncode == -signal.SIGKILL, "the study finished before the kill"
+    kill_study_after(command, env, out, after_cells, delay, out.parent / "first.stderr")
     at_kill = read_store(out)
     running = [k for k, r in at_kill.items() if r["status"] == "running"]
     print(f"kill seed {KILL_SEED}: killed after {after_cells} done cells + {delay:.2f} s, running: {running}, "
@@ -512,17 +509,7 @@ def test_study_killed_three_times_at_seeded_moments_ends_like_an_uninterrupted_o
     done = 0
     for kill in range(3):
         want, delay = min(done + rng.randint(1, 3), SMOKE_CELLS - 1), rng.uniform(0.0, 1.5)
-        stderr = tmp_path / f"kill{kill}.stderr"
-        with open(stderr, "w") as err:
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                done = wait_for_done(proc, out / "study.sqlite", want, stderr)
-                time.sleep(delay)
-                proc.send_signal(signal.SIGKILL)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+        done = kill_study_after(command, env, out, want, delay, tmp_path / f"kill{kill}.stderr")
         for path in out.rglob("*.json"):  # every file a kill can leave must still load
             json.loads(path.read_text())
         for path in out.rglob("*.safetensors"):
