@@ -25,6 +25,7 @@ from .data.datadir import DataDir, load_quora
 from .data.plays import read_plays
 from .data.quora import split_pairs
 from .errors import UsageError
+from .io import tree_hash
 from .schedule import cosine_lr
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,7 @@ def build_key(size: str, data: DataDir, seed: int) -> str:
     """Hash of everything that determines a backbone: spec, corpus files, seed, build version."""
     spec = asdict(SPECS[size])
     files = data.quora_files() + sorted(data.plays_dir.glob("*.txt"))
-    payload = json.dumps({"spec": spec, "seed": seed, "v": BUILD_VERSION,
-                          "data": file_fingerprint(files)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return tree_hash({"spec": spec, "seed": seed, "v": BUILD_VERSION, "data": file_fingerprint(files)})
 
 
 @dataclass(frozen=True)

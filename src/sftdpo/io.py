@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -101,3 +102,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
     """Replace a JSONL file's rows atomically (used to drop rows past a resume point)."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def tree_hash(tree) -> str:
+    """A short, stable name for a JSON-able tree: 16 hex digits of the SHA-256 of its sorted JSON."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]

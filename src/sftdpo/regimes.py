@@ -24,14 +24,14 @@ from safetensors.torch import load_file, save_file
 from .config import TrainConfig, from_dict, read_yaml, save_yaml, to_dict
 from .errors import UsageError
 from .evaluate import make_task
-from .io import atomic_write_json, read_json, read_jsonl, remove_partial_writes, rewrite_jsonl
+from .io import atomic_write_json, read_json, read_jsonl, remove_partial_writes, rewrite_jsonl, tree_hash
 from .loop import Loop, Selection
 from .models import load_model_and_tokenizer, resolve_model
 from .params import add_lora, flops_per_token, is_lora, merge_lora, parameter_counts, reference_context
 from .preferences import pair_stats
 from .resources import PeakMemory
 from .steps import (collate_pairs, collate_sft, compute_reference_logps, live_reference, make_dpo_step,
-                    pair_logps, precomputed_reference, sft_step)
+                    pair_length, pair_logps, precomputed_reference, sft_step)
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,9 @@ def sft_stage_key(cfg: TrainConfig, data_root: Path) -> str:
     """What a run's SFT stage depends on, hashed: everything but the regime and the DPO settings,
     with the epochs it really trains. The sft and sft-dpo runs of a seed share it when the handoff
     is the end of SFT (each stage seeds itself, so the DPO that follows is the same either way)."""
-    import hashlib
-    import json
-
     tree = {k: v for k, v in to_dict(cfg).items() if k not in ("regime", "handoff_epoch", "dpo", "dpo_optim", "pairs")}
     tree.update(sft_epochs=cfg.sft_epochs_run, data_root=str(Path(data_root).absolute()))
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    return tree_hash(tree)
 
 
 def reuse_stage(announcement: Path, stage_dir: Path, run_dir: Path) -> bool:
@@ -256,7 +253,7 @@ def run_stage(stage: str, index: int, base: str, cfg: TrainConfig, stage_dir: Pa
         step, extra = dpo_reference_step(cfg, model, pairs, tokenizer.pad_token_id, stage_dir, accelerator)
         extra["pairs"] = pair_stats(pairs)
         n = len(pairs)
-        lengths = [len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs]
+        lengths = [pair_length(p) for p in pairs]
         collate = lambda idx: collate_pairs([pairs[i] for i in idx], tokenizer.pad_token_id,  # noqa: E731
                                             cfg.data.max_length, idx)
     loop = Loop(model=model, step_fn=step, collate=collate, n_examples=n, cfg=optim, seed=cfg.seed + index,

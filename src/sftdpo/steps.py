@@ -28,6 +28,11 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int, max_length: int) ->
     return prompt_completion_batch([p for p, _ in fitted], [c for _, c in fitted], pad_id)
 
 
+def pair_length(pair: PreferencePair) -> int:
+    """Tokens of a pair's longest row (prompt + the longer answer), for batching by length."""
+    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
 def collate_pairs(pairs: Sequence[PreferencePair], pad_id: int, max_length: int,
                   indices: Sequence[int] | None = None) -> Batch:
     """A DPO batch; `index` (B,) holds the pairs' dataset positions.
@@ -135,7 +140,7 @@ def compute_reference_logps(model: torch.nn.Module, pairs: Sequence[PreferencePa
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
-    batches = by_length([len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs], batch_size)
+    batches = by_length([pair_length(p) for p in pairs], batch_size)
     for index in batches:
         batch = collate_pairs([pairs[i] for i in index], pad_id, max_length)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -148,4 +153,4 @@ def compute_reference_logps(model: torch.nn.Module, pairs: Sequence[PreferencePa
 
 
 __all__ = ["collate_pairs", "collate_sft", "compute_reference_logps", "count_tokens", "live_reference",
-           "make_dpo_step", "precomputed_reference", "sft_step"]
+           "make_dpo_step", "pair_length", "precomputed_reference", "sft_step"]

@@ -8,9 +8,7 @@ changed study file changed the cell.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -19,6 +17,7 @@ import yaml
 
 from ..config import PARAMS, TrainConfig, load_config, merge, read_yaml, to_dict
 from ..errors import UsageError
+from ..io import tree_hash
 
 PRESETS = ("smoke", "quick", "paper")
 
@@ -67,7 +66,7 @@ class Cell:
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    return tree_hash(to_dict(cfg))
 
 
 def _axis_values(spec: StudySpec, task: str, regime: str, params: str) -> dict[str, tuple]:
